@@ -1,0 +1,452 @@
+"""Scene graphs: vocabulary, per-frame graphs, packed batches, and the graph JSON format (contract v1).
+
+Tensor layouts, documented here once:
+- `SceneGraph.objs`: (O,) long, object class ids of one frame's graph.
+- `SceneGraph.triples`: (R, 3) long, rows `(subject, predicate, object)`; subject/object index `objs`
+  (local to the graph), predicate is a predicate id.
+- `SceneGraph.boxes`: (O, 4) float `(x0, y0, x1, y1)` in [0, 1], or None when the graph has no layout.
+- `GraphBatch`: many graphs packed sg2im style, without padding: objects concatenated, triples with
+  subject/object re-indexed into the concatenation, `obj_to_graph` / `triple_to_graph` give each row's
+  graph. Boxes are (N_obj, 4) with `has_box` (N_obj,) saying which rows carry a real box.
+
+The JSON format (shared/specs/graph_json.md) is parsed by `parse_graph` / `load_graph_json` into a
+`GraphSpec` (objects + timeline segments), which expands into per-frame `SceneGraph`s.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from sg2video.errors import UserError
+
+
+class GraphFormatError(UserError):
+    """A graph JSON file that does not follow the format or the model's vocabulary."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Vocabulary
+
+
+@dataclass
+class Vocab:
+    """Object and predicate names <-> ids. Saved in every checkpoint (as a plain dict)."""
+
+    objects: list[str]
+    predicates: list[str]
+    _obj_index: dict[str, int] = field(init=False, repr=False)
+    _pred_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.objects = list(self.objects)
+        self.predicates = list(self.predicates)
+        self._obj_index = {name: i for i, name in enumerate(self.objects)}
+        self._pred_index = {name: i for i, name in enumerate(self.predicates)}
+        assert len(self._obj_index) == len(self.objects), "duplicate object names in vocabulary"
+        assert len(self._pred_index) == len(self.predicates), "duplicate predicate names in vocabulary"
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.objects)
+
+    @property
+    def num_predicates(self) -> int:
+        return len(self.predicates)
+
+    def object_id(self, name: str) -> int | None:
+        return self._obj_index.get(name)
+
+    def predicate_id(self, name: str) -> int | None:
+        return self._pred_index.get(name)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"objects": list(self.objects), "predicates": list(self.predicates)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Sequence[str]]) -> "Vocab":
+        return cls(objects=list(data["objects"]), predicates=list(data["predicates"]))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Vocab)
+            and self.objects == other.objects
+            and self.predicates == other.predicates
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# One graph, and a packed batch of graphs
+
+
+@dataclass
+class SceneGraph:
+    """One frame's scene graph (layouts in the module docstring)."""
+
+    objs: torch.Tensor
+    triples: torch.Tensor
+    boxes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.objs = torch.as_tensor(self.objs, dtype=torch.long).reshape(-1)
+        self.triples = torch.as_tensor(self.triples, dtype=torch.long).reshape(-1, 3)
+        if self.boxes is not None:
+            self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
+            assert self.boxes.shape[0] == self.objs.shape[0], "one box per object"
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.objs.shape[0])
+
+    @property
+    def num_triples(self) -> int:
+        return int(self.triples.shape[0])
+
+    def same_relations(self, other: "SceneGraph") -> bool:
+        return torch.equal(self.objs, other.objs) and torch.equal(self.triples, other.triples)
+
+
+@dataclass
+class GraphBatch:
+    """Many graphs packed without padding (sg2im style); see the module docstring."""
+
+    objs: torch.Tensor  # (N_obj,) long
+    triples: torch.Tensor  # (N_tri, 3) long, subject/object index into `objs`
+    obj_to_graph: torch.Tensor  # (N_obj,) long
+    triple_to_graph: torch.Tensor  # (N_tri,) long
+    boxes: torch.Tensor  # (N_obj, 4) float, zeros where has_box is False
+    has_box: torch.Tensor  # (N_obj,) bool
+    num_graphs: int
+
+    @classmethod
+    def pack(cls, graphs: Sequence[SceneGraph]) -> "GraphBatch":
+        objs, triples, obj_to_graph, triple_to_graph, boxes, has_box = [], [], [], [], [], []
+        offset = 0
+        for g_index, graph in enumerate(graphs):
+            num_obj = graph.num_objects
+            objs.append(graph.objs)
+            shifted = graph.triples.clone()
+            shifted[:, 0] += offset
+            shifted[:, 2] += offset
+            triples.append(shifted)
+            obj_to_graph.append(torch.full((num_obj,), g_index, dtype=torch.long))
+            triple_to_graph.append(torch.full((graph.num_triples,), g_index, dtype=torch.long))
+            if graph.boxes is None:
+                boxes.append(torch.zeros(num_obj, 4))
+                has_box.append(torch.zeros(num_obj, dtype=torch.bool))
+            else:
+                boxes.append(graph.boxes)
+                has_box.append(torch.ones(num_obj, dtype=torch.bool))
+            offset += num_obj
+
+        def cat(parts: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
+            return torch.cat(parts) if parts else empty
+
+        return cls(
+            objs=cat(objs, torch.zeros(0, dtype=torch.long)),
+            triples=cat(triples, torch.zeros(0, 3, dtype=torch.long)),
+            obj_to_graph=cat(obj_to_graph, torch.zeros(0, dtype=torch.long)),
+            triple_to_graph=cat(triple_to_graph, torch.zeros(0, dtype=torch.long)),
+            boxes=cat(boxes, torch.zeros(0, 4)),
+            has_box=cat(has_box, torch.zeros(0, dtype=torch.bool)),
+            num_graphs=len(graphs),
+        )
+
+    def to(self, device: torch.device | str) -> "GraphBatch":
+        return GraphBatch(
+            objs=self.objs.to(device),
+            triples=self.triples.to(device),
+            obj_to_graph=self.obj_to_graph.to(device),
+            triple_to_graph=self.triple_to_graph.to(device),
+            boxes=self.boxes.to(device),
+            has_box=self.has_box.to(device),
+            num_graphs=self.num_graphs,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.objs.device
+
+    def objects_per_graph(self) -> torch.Tensor:
+        return torch.bincount(self.obj_to_graph, minlength=self.num_graphs)
+
+    def triples_per_graph(self) -> torch.Tensor:
+        return torch.bincount(self.triple_to_graph, minlength=self.num_graphs)
+
+    def unpack(self) -> list[SceneGraph]:
+        """The graphs again (inverse of `pack`)."""
+        graphs = []
+        obj_counts = self.objects_per_graph().tolist()
+        tri_counts = self.triples_per_graph().tolist()
+        obj_start = tri_start = 0
+        for num_obj, num_tri in zip(obj_counts, tri_counts):
+            triples = self.triples[tri_start : tri_start + num_tri].clone()
+            triples[:, 0] -= obj_start
+            triples[:, 2] -= obj_start
+            boxes = None
+            if num_obj and bool(self.has_box[obj_start : obj_start + num_obj].all()):
+                boxes = self.boxes[obj_start : obj_start + num_obj]
+            graphs.append(SceneGraph(self.objs[obj_start : obj_start + num_obj], triples, boxes))
+            obj_start += num_obj
+            tri_start += num_tri
+        return graphs
+
+
+# ----------------------------------------------------------------------------------------------
+# Graph JSON (shared/specs/graph_json.md)
+
+
+@dataclass
+class Segment:
+    """Frames `[start, end)` of a graph spec with their relations and optional boxes."""
+
+    start: int
+    end: int | None  # None: a static graph (as long as asked for)
+    triples: list[tuple[int, int, int]]
+    boxes: list[list[float] | None] | None = None
+
+
+@dataclass
+class GraphSpec:
+    """A parsed graph file: its objects (class ids) and one or more segments of frames."""
+
+    objects: list[int]
+    segments: list[Segment]
+
+    @property
+    def is_static(self) -> bool:
+        return self.segments[0].end is None
+
+    @property
+    def length(self) -> int | None:
+        """Frames of a timeline; None for a static graph."""
+        return None if self.is_static else self.segments[-1].end
+
+    def frame_graphs(self, num_frames: int | None = None) -> list[SceneGraph]:
+        """One SceneGraph per frame. A static graph needs `num_frames`; a timeline has its own length."""
+        if self.is_static:
+            if num_frames is None:
+                raise ValueError("a static graph needs num_frames")
+            ranges = [(0, num_frames, self.segments[0])]
+        else:
+            ranges = [(s.start, s.end, s) for s in self.segments]
+        graphs = []
+        for start, end, seg in ranges:
+            graph = _segment_graph(self.objects, seg)
+            graphs.extend([graph] * (end - start))
+        return graphs
+
+
+def _segment_graph(objects: list[int], seg: Segment) -> SceneGraph:
+    triples = torch.tensor(seg.triples, dtype=torch.long).reshape(-1, 3)
+    boxes = None
+    if seg.boxes is not None and all(b is not None for b in seg.boxes):
+        boxes = torch.tensor(seg.boxes, dtype=torch.float32)
+    return SceneGraph(torch.tensor(objects, dtype=torch.long), triples, boxes)
+
+
+_TOP_KEYS = ("objects", "relations", "boxes", "timeline", "source")
+_SEGMENT_KEYS = ("frames", "relations", "boxes")
+
+
+def _known(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+class _Parser:
+    def __init__(self, source: str, vocab: Vocab, max_objects: int | None) -> None:
+        self.source = source
+        self.vocab = vocab
+        self.max_objects = max_objects
+
+    def error(self, where: str, problem: str) -> GraphFormatError:
+        return GraphFormatError(f"{self.source}: {where}: {problem}" if where else f"{self.source}: {problem}")
+
+    def parse(self, data: Any) -> GraphSpec:
+        if not isinstance(data, dict):
+            raise self.error("", f"expected a JSON object with \"objects\" and \"relations\" or \"timeline\", got {type(data).__name__}")
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise self.error(str(key), f"unknown key (accepted: {', '.join(_TOP_KEYS)})")
+        if "objects" not in data:
+            raise self.error("objects", "missing (a list of object names is required)")
+        names = self.parse_objects(data["objects"])
+        objects = [self.vocab.object_id(n) for n in names]
+        if "timeline" in data:
+            for key in ("relations", "boxes"):
+                if key in data:
+                    raise self.error(key, "not allowed beside \"timeline\" (put it inside each segment)")
+            segments = self.parse_timeline(data["timeline"], names)
+        else:
+            triples = self.parse_relations(data.get("relations", []), names, "relations")
+            boxes = self.parse_boxes(data.get("boxes"), len(names), "boxes")
+            segments = [Segment(0, None, triples, boxes)]
+        return GraphSpec(objects=objects, segments=segments)  # type: ignore[arg-type]
+
+    def parse_objects(self, value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise self.error("objects", f"expected a list of object names, got {type(value).__name__}")
+        if not value:
+            raise self.error("objects", "empty (a graph needs at least one object)")
+        if self.max_objects is not None and len(value) > self.max_objects:
+            raise self.error("objects", f"{len(value)} objects, but this model takes at most {self.max_objects}")
+        for i, name in enumerate(value):
+            if not isinstance(name, str):
+                raise self.error(f"objects[{i}]", f"expected an object name (string), got {json.dumps(name)}")
+            if self.vocab.object_id(name) is None:
+                raise self.error(f"objects[{i}]", f"unknown object \"{name}\" (known: {_known(self.vocab.objects)})")
+        return list(value)
+
+    def resolve_end(self, value: Any, names: list[str], where: str) -> int:
+        if _is_int(value):
+            if not 0 <= value < len(names):
+                raise self.error(where, f"object index {value} out of range (0..{len(names) - 1})")
+            return value
+        if isinstance(value, str):
+            hits = [i for i, n in enumerate(names) if n == value]
+            if not hits:
+                raise self.error(where, f"\"{value}\" is not among this graph's objects ({_known(names)})")
+            if len(hits) > 1:
+                raise self.error(where, f"\"{value}\" is ambiguous: it occurs {len(hits)} times in objects (use its index)")
+            return hits[0]
+        raise self.error(where, f"expected an object index or name, got {json.dumps(value)}")
+
+    def parse_relations(self, value: Any, names: list[str], where: str) -> list[tuple[int, int, int]]:
+        if not isinstance(value, list):
+            raise self.error(where, f"expected a list of [subject, predicate, object], got {type(value).__name__}")
+        triples = []
+        for i, rel in enumerate(value):
+            here = f"{where}[{i}]"
+            if not isinstance(rel, list) or len(rel) != 3:
+                raise self.error(here, f"expected [subject, predicate, object], got {json.dumps(rel)}")
+            subj = self.resolve_end(rel[0], names, here)
+            pred_name = rel[1]
+            if not isinstance(pred_name, str):
+                raise self.error(here, f"expected a predicate name (string), got {json.dumps(pred_name)}")
+            pred = self.vocab.predicate_id(pred_name)
+            if pred is None:
+                raise self.error(here, f"unknown predicate \"{pred_name}\" (known: {_known(self.vocab.predicates)})")
+            obj = self.resolve_end(rel[2], names, here)
+            if subj == obj:
+                raise self.error(here, f"self-relation: object {subj} (\"{names[subj]}\") related to itself")
+            triples.append((subj, pred, obj))
+        return triples
+
+    def parse_boxes(self, value: Any, num_objects: int, where: str) -> list[list[float] | None] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != num_objects:
+            raise self.error(where, f"expected a list of {num_objects} boxes (one per object, or null)")
+        boxes: list[list[float] | None] = []
+        for i, box in enumerate(value):
+            if box is None:
+                boxes.append(None)
+                continue
+            ok = isinstance(box, list) and len(box) == 4 and all(_is_number(v) and 0 <= v <= 1 for v in box)
+            if not ok or box[0] > box[2] or box[1] > box[3]:
+                raise self.error(f"{where}[{i}]", f"expected [x0, y0, x1, y1] in [0, 1] with x0 <= x1, y0 <= y1, or null; got {json.dumps(box)}")
+            boxes.append([float(v) for v in box])
+        return boxes
+
+    def parse_timeline(self, value: Any, names: list[str]) -> list[Segment]:
+        if not isinstance(value, list) or not value:
+            raise self.error("timeline", "expected a non-empty list of segments")
+        segments = []
+        expected_start = 0
+        for i, seg in enumerate(value):
+            here = f"timeline[{i}]"
+            if not isinstance(seg, dict):
+                raise self.error(here, f"expected an object with \"frames\" and \"relations\", got {type(seg).__name__}")
+            for key in seg:
+                if key not in _SEGMENT_KEYS:
+                    raise self.error(f"{here}.{key}", f"unknown key (accepted: {', '.join(_SEGMENT_KEYS)})")
+            frames = seg.get("frames")
+            if not (isinstance(frames, list) and len(frames) == 2 and all(_is_int(f) for f in frames)):
+                raise self.error(f"{here}.frames", f"expected [start, end) as two integers, got {json.dumps(frames)}")
+            start, end = frames
+            if start != expected_start:
+                kind = "gap" if start > expected_start else "overlap"
+                raise self.error(f"{here}.frames", f"{kind}: segment starts at {start}, expected {expected_start}")
+            if end <= start:
+                raise self.error(f"{here}.frames", f"empty range [{start}, {end}): end must be greater than start")
+            triples = self.parse_relations(seg.get("relations", []), names, f"{here}.relations")
+            boxes = self.parse_boxes(seg.get("boxes"), len(names), f"{here}.boxes")
+            segments.append(Segment(start, end, triples, boxes))
+            expected_start = end
+        return segments
+
+
+def parse_graph(data: Any, vocab: Vocab, source: str = "graph", max_objects: int | None = None) -> GraphSpec:
+    """Check a decoded graph JSON value against the format and `vocab`; GraphFormatError if it fails."""
+    return _Parser(source, vocab, max_objects).parse(data)
+
+
+def load_graph_json(path: str | Path, vocab: Vocab, max_objects: int | None = None) -> GraphSpec:
+    """Read and check a graph JSON file. Every problem is one GraphFormatError line naming the file."""
+    path = Path(path)
+    source = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphFormatError(f"{path}: no such graph file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise GraphFormatError(f"{path}: cannot read graph file ({err.__class__.__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise GraphFormatError(f"{source}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except RecursionError:
+        raise GraphFormatError(f"{source}: not valid JSON (nested too deeply)") from None
+    return parse_graph(data, vocab, source, max_objects)
+
+
+def graphs_to_json(vocab: Vocab, graphs: Sequence[SceneGraph], source: dict | None = None) -> dict:
+    """Per-frame graphs of one clip -> graph JSON in timeline form.
+
+    Consecutive frames with the same relations form one segment; a segment's boxes are those of its
+    first frame. All frames must share the same objects (as a clip's do).
+    """
+    assert graphs, "no frames"
+    objs = graphs[0].objs
+    assert all(torch.equal(g.objs, objs) for g in graphs), "frames of one clip share their objects"
+    timeline: list[dict] = []
+    start = 0
+    for t in range(1, len(graphs) + 1):
+        if t < len(graphs) and graphs[t].same_relations(graphs[start]):
+            continue
+        graph = graphs[start]
+        seg: dict[str, Any] = {
+            "frames": [start, t],
+            "relations": [[int(s), vocab.predicates[int(p)], int(o)] for s, p, o in graph.triples.tolist()],
+        }
+        if graph.boxes is not None:
+            seg["boxes"] = [[round(float(v), 6) for v in box] for box in graph.boxes.tolist()]
+        timeline.append(seg)
+        start = t
+    data: dict[str, Any] = {"objects": [vocab.objects[int(i)] for i in objs], "timeline": timeline}
+    if source is not None:
+        data["source"] = source
+    return data
+
+
+def write_graph_json(path: str | Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def iter_triples_named(vocab: Vocab, graph: SceneGraph) -> Iterable[tuple[str, str, str]]:
+    """(subject name, predicate name, object name) for each triple; for messages and pictures."""
+    for s, p, o in graph.triples.tolist():
+        yield vocab.objects[int(graph.objs[s])], vocab.predicates[p], vocab.objects[int(graph.objs[o])]
