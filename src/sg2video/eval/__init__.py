@@ -1,0 +1,1 @@
+"""Evaluation of generated videos: graph compliance (shapes world), retrieval, fidelity."""
