@@ -263,7 +263,20 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+    # ints are checked apart: math.isfinite overflows on ints beyond the float range
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+_SHOW_LIMIT = 60
+
+
+def _show(value: Any) -> str:
+    """A value from the file, for a message: JSON-quoted (so a name's line breaks stay escaped), cut short."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):  # not JSON, a huge int, nested too deeply
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 3] + "..."
 
 
 class _Parser:
@@ -280,7 +293,7 @@ class _Parser:
             raise self.error("", f"expected a JSON object with \"objects\" and \"relations\" or \"timeline\", got {type(data).__name__}")
         for key in data:
             if key not in _TOP_KEYS:
-                raise self.error(str(key), f"unknown key (accepted: {', '.join(_TOP_KEYS)})")
+                raise self.error("", f"unknown key {_show(key)} (accepted: {', '.join(_TOP_KEYS)})")
         if "objects" not in data:
             raise self.error("objects", "missing (a list of object names is required)")
         names = self.parse_objects(data["objects"])
@@ -305,24 +318,24 @@ class _Parser:
             raise self.error("objects", f"{len(value)} objects, but this model takes at most {self.max_objects}")
         for i, name in enumerate(value):
             if not isinstance(name, str):
-                raise self.error(f"objects[{i}]", f"expected an object name (string), got {json.dumps(name)}")
+                raise self.error(f"objects[{i}]", f"expected an object name (string), got {_show(name)}")
             if self.vocab.object_id(name) is None:
-                raise self.error(f"objects[{i}]", f"unknown object \"{name}\" (known: {_known(self.vocab.objects)})")
+                raise self.error(f"objects[{i}]", f"unknown object {_show(name)} (known: {_known(self.vocab.objects)})")
         return list(value)
 
     def resolve_end(self, value: Any, names: list[str], where: str) -> int:
         if _is_int(value):
             if not 0 <= value < len(names):
-                raise self.error(where, f"object index {value} out of range (0..{len(names) - 1})")
+                raise self.error(where, f"object index {_show(value)} out of range (0..{len(names) - 1})")
             return value
         if isinstance(value, str):
             hits = [i for i, n in enumerate(names) if n == value]
             if not hits:
-                raise self.error(where, f"\"{value}\" is not among this graph's objects ({_known(names)})")
+                raise self.error(where, f"{_show(value)} is not among this graph's objects ({_known(names)})")
             if len(hits) > 1:
-                raise self.error(where, f"\"{value}\" is ambiguous: it occurs {len(hits)} times in objects (use its index)")
+                raise self.error(where, f"{_show(value)} is ambiguous: it occurs {len(hits)} times in objects (use its index)")
             return hits[0]
-        raise self.error(where, f"expected an object index or name, got {json.dumps(value)}")
+        raise self.error(where, f"expected an object index or name, got {_show(value)}")
 
     def parse_relations(self, value: Any, names: list[str], where: str) -> list[tuple[int, int, int]]:
         if not isinstance(value, list):
@@ -331,14 +344,14 @@ class _Parser:
         for i, rel in enumerate(value):
             here = f"{where}[{i}]"
             if not isinstance(rel, list) or len(rel) != 3:
-                raise self.error(here, f"expected [subject, predicate, object], got {json.dumps(rel)}")
+                raise self.error(here, f"expected [subject, predicate, object], got {_show(rel)}")
             subj = self.resolve_end(rel[0], names, here)
             pred_name = rel[1]
             if not isinstance(pred_name, str):
-                raise self.error(here, f"expected a predicate name (string), got {json.dumps(pred_name)}")
+                raise self.error(here, f"expected a predicate name (string), got {_show(pred_name)}")
             pred = self.vocab.predicate_id(pred_name)
             if pred is None:
-                raise self.error(here, f"unknown predicate \"{pred_name}\" (known: {_known(self.vocab.predicates)})")
+                raise self.error(here, f"unknown predicate {_show(pred_name)} (known: {_known(self.vocab.predicates)})")
             obj = self.resolve_end(rel[2], names, here)
             if subj == obj:
                 raise self.error(here, f"self-relation: object {subj} (\"{names[subj]}\") related to itself")
@@ -357,7 +370,7 @@ class _Parser:
                 continue
             ok = isinstance(box, list) and len(box) == 4 and all(_is_number(v) and 0 <= v <= 1 for v in box)
             if not ok or box[0] > box[2] or box[1] > box[3]:
-                raise self.error(f"{where}[{i}]", f"expected [x0, y0, x1, y1] in [0, 1] with x0 <= x1, y0 <= y1, or null; got {json.dumps(box)}")
+                raise self.error(f"{where}[{i}]", f"expected [x0, y0, x1, y1] in [0, 1] with x0 <= x1, y0 <= y1, or null; got {_show(box)}")
             boxes.append([float(v) for v in box])
         return boxes
 
@@ -372,16 +385,16 @@ class _Parser:
                 raise self.error(here, f"expected an object with \"frames\" and \"relations\", got {type(seg).__name__}")
             for key in seg:
                 if key not in _SEGMENT_KEYS:
-                    raise self.error(f"{here}.{key}", f"unknown key (accepted: {', '.join(_SEGMENT_KEYS)})")
+                    raise self.error(here, f"unknown key {_show(key)} (accepted: {', '.join(_SEGMENT_KEYS)})")
             frames = seg.get("frames")
             if not (isinstance(frames, list) and len(frames) == 2 and all(_is_int(f) for f in frames)):
-                raise self.error(f"{here}.frames", f"expected [start, end) as two integers, got {json.dumps(frames)}")
+                raise self.error(f"{here}.frames", f"expected [start, end) as two integers, got {_show(frames)}")
             start, end = frames
             if start != expected_start:
                 kind = "gap" if start > expected_start else "overlap"
-                raise self.error(f"{here}.frames", f"{kind}: segment starts at {start}, expected {expected_start}")
+                raise self.error(f"{here}.frames", f"{kind}: segment starts at {_show(start)}, expected {expected_start}")
             if end <= start:
-                raise self.error(f"{here}.frames", f"empty range [{start}, {end}): end must be greater than start")
+                raise self.error(f"{here}.frames", f"empty range [{start}, {_show(end)}): end must be greater than start")
             triples = self.parse_relations(seg.get("relations", []), names, f"{here}.relations")
             boxes = self.parse_boxes(seg.get("boxes"), len(names), f"{here}.boxes")
             segments.append(Segment(start, end, triples, boxes))
@@ -408,6 +421,8 @@ def load_graph_json(path: str | Path, vocab: Vocab, max_objects: int | None = No
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise GraphFormatError(f"{source}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except ValueError:  # an integer literal past Python's digit limit (int_max_str_digits)
+        raise GraphFormatError(f"{source}: not valid JSON (a number with too many digits)") from None
     except RecursionError:
         raise GraphFormatError(f"{source}: not valid JSON (nested too deeply)") from None
     return parse_graph(data, vocab, source, max_objects)
