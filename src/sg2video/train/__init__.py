@@ -1,0 +1,1 @@
+"""The shared training machinery: a plain PyTorch loop, checkpoints, distributed set-up, logging."""
