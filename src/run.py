@@ -1,0 +1,27 @@
+"""The experiment entry point: `python src/run.py [stage=all|encoder|diffusion|eval] [overrides]`.
+
+Sweeps: `python src/run.py -m model.cond=crossattn,concat` (add `hydra/launcher=slurm` for SLURM).
+"""
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from sg2video.cli import preflight
+from sg2video.config import register_resolvers, validate
+from sg2video.errors import exit_on_user_error
+
+register_resolvers()
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    from sg2video.pipeline import run_pipeline
+
+    return run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    preflight("config", sys.argv[1:], validate)
+    main()

@@ -1,0 +1,87 @@
+"""Generate videos for a scene graph: `python src/sample.py ckpt=PATH graph=FILE.json [key=value ...]`.
+
+Writes `sample_NNN.mp4`, `.gif` and `.npy` (uint8 (T, H, W, 3)) per video and `graph.png` into `out`.
+A graph longer than the model's clip is generated chunk by chunk (autoregressively).
+"""
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from sg2video.cli import preflight
+from sg2video.config import register_resolvers
+from sg2video.errors import ConfigError, exit_on_user_error
+
+register_resolvers()
+
+
+def check_settings(cfg: DictConfig) -> None:
+    for key in ("num", "steps", "fps", "max_frames"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
+    if cfg.frames is not None and (not isinstance(cfg.frames, int) or cfg.frames < 1):
+        raise ConfigError(f"frames={cfg.frames!r} must be an integer >= 1 (or null)")
+    if cfg.sampler not in ("ddim", "ddpm"):
+        raise ConfigError(f"sampler={cfg.sampler!r} is not accepted (accepted: ddim, ddpm)")
+    if cfg.layout not in ("graph", "predicted"):
+        raise ConfigError(f"layout={cfg.layout!r} is not accepted (accepted: graph, predicted)")
+    if not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0:
+        raise ConfigError(f"guidance={cfg.guidance!r} must be a number >= 0")
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="sample")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    import torch
+    from tqdm.auto import tqdm
+
+    from sg2video.diffusion import plan_chunks
+    from sg2video.graphs import load_graph_json
+    from sg2video.sampling import VideoGenerator
+    from sg2video.train.distributed import pick_device
+    from sg2video.video_io import write_gif, write_mp4, write_npy
+    from sg2video.viz import draw_timeline
+
+    check_settings(cfg)
+    out = Path(hydra.utils.to_absolute_path(str(cfg.out)))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={cfg.out!r} is a file, not a directory")
+    device = pick_device(str(cfg.device))
+    generator = VideoGenerator.from_checkpoint(hydra.utils.to_absolute_path(str(cfg.ckpt)), device)
+    spec = load_graph_json(hydra.utils.to_absolute_path(str(cfg.graph)), generator.vocab, generator.max_objects)
+    if spec.is_static:
+        frames = int(cfg.frames or generator.clip_frames)
+    else:
+        frames = int(spec.length)
+        if cfg.frames is not None and cfg.frames != frames:
+            raise ConfigError(f"frames={cfg.frames} but the graph's timeline is {frames} frames long (drop frames=)")
+    if frames > cfg.max_frames:
+        raise ConfigError(f"{frames} frames asked for; at most max_frames={cfg.max_frames}")
+    plan_chunks(frames, generator.clip_frames, generator.prefix_frames)  # refuses what cannot be made
+    graphs = spec.frame_graphs(frames)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(desc="sampling", unit="step")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    with torch.inference_mode():
+        videos = generator.generate([graphs] * int(cfg.num), sampler=str(cfg.sampler), steps=int(cfg.steps),
+                                    guidance=float(cfg.guidance), eta=float(cfg.eta), seed=int(cfg.seed),
+                                    box_source=str(cfg.layout), progress=progress)
+    bar.close()
+    for i, video in enumerate(videos.numpy()):
+        stem = out / f"sample_{i:03d}"
+        write_mp4(f"{stem}.mp4", video, fps=int(cfg.fps))
+        write_gif(f"{stem}.gif", video, fps=int(cfg.fps), scale=max(1, 128 // video.shape[1]))
+        write_npy(f"{stem}.npy", video)
+    draw_timeline(generator.vocab, graphs, out / "graph.png")
+    print(f"wrote {len(videos)} videos of {frames} frames to {out}")
+
+
+if __name__ == "__main__":
+    preflight("sample", sys.argv[1:], check_settings)
+    main()

@@ -1,0 +1,161 @@
+"""Runs the stages of an experiment in order and caches finished stages by config hash.
+
+Stages talk through files in the run directory (`checkpoints/<stage>/last.pt`, `metrics.json`), so
+each can run alone (`stage=encoder`), be resumed (a killed run picks up its last checkpoint), and be
+shared: with `cache_dir` set, a finished encoder (or autoencoder) is stored under
+`cache_dir/<stage>/<hash>/` and every run whose config determines the same stage reuses it. A file
+lock makes two racing jobs train it once.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from sg2video.config import config_hash, to_dict, validate
+from sg2video.rundir import stage_checkpoint
+from sg2video.train.distributed import DistInfo, barrier, cleanup, setup_distributed
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """The Hydra output directory of this job (a test may set `run_dir` in the config instead)."""
+    explicit = OmegaConf.select(cfg, "run_dir", default=None)
+    if explicit:
+        return Path(explicit)
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def stage_plan(cfg: DictConfig) -> list[str]:
+    if cfg.stage != "all":
+        return [cfg.stage]
+    plan = ["encoder", "diffusion", "eval"]
+    if cfg.diffusion.space == "latent":
+        plan.insert(0, "autoencoder")
+    return plan
+
+
+# -- stage cache ---------------------------------------------------------------------------------
+
+
+def cache_key(cfg: DictConfig, stage: str) -> str:
+    """The hash of everything that determines a stage's result."""
+    data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("num_workers",)}
+    if stage == "encoder":
+        return config_hash("encoder", data, cfg.encoder, cfg.train.seed)
+    if stage == "autoencoder":
+        return config_hash("autoencoder", data, cfg.autoencoder, cfg.train.seed)
+    raise ValueError(f"stage {stage} is not cached")
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], Path], info: DistInfo,
+               log: Callable[[str], None] = print) -> Path:
+    """Reuse a finished stage from the cache, or train it and store it there."""
+    target = stage_checkpoint(run_dir, stage)
+    cache_root = OmegaConf.select(cfg, "cache_dir", default=None)
+    if target.exists() and _is_finished(target):
+        return target
+    if not cache_root or info.world_size > 1:
+        return train()
+    entry = Path(cache_root) / stage / cache_key(cfg, stage)
+    cached = entry / "last.pt"
+    with _locked(entry.with_suffix(".lock")):
+        if cached.exists() and _is_finished(cached):
+            _copy_atomic(cached, target)
+            log(f"[{stage}] reusing cached stage {entry}")
+            return target
+        result = train()
+        if _is_finished(result):
+            _copy_atomic(result, cached)
+        return result
+
+
+def _is_finished(path: Path) -> bool:
+    from sg2video.train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return bool(load_checkpoint(path).get("finished"))
+    except CheckpointError:
+        return False
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+
+def _stage_fn(name: str) -> Callable[[DictConfig, Path, DistInfo], Any]:
+    if name == "encoder":
+        from sg2video.stages.encoder import run_encoder_stage
+
+        return run_encoder_stage
+    if name == "diffusion":
+        from sg2video.stages.diffusion import run_diffusion_stage
+
+        return run_diffusion_stage
+    if name == "eval":
+        from sg2video.stages.evaluate import run_eval_stage
+
+        return run_eval_stage
+    if name == "autoencoder":
+        from sg2video.stages.autoencoder import run_autoencoder_stage
+
+        return run_autoencoder_stage
+    raise AssertionError(name)
+
+
+def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = print) -> float | None:
+    """Run the configured stages; returns the headline metric (for sweepers) when eval ran."""
+    validate(cfg)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = setup_distributed(cfg.device)
+    start = time.time()
+    result = None
+    try:
+        for stage in stage_plan(cfg):
+            if info.is_main:
+                log(f"[{stage}] starting (run dir: {run_dir})")
+            t0 = time.time()
+            fn = _stage_fn(stage)
+            if stage in ("encoder", "autoencoder"):
+                out = run_cached(cfg, run_dir, stage, lambda fn=fn: fn(cfg, run_dir, info), info, log)
+            else:
+                out = fn(cfg, run_dir, info)
+            barrier(info)
+            if info.is_main:
+                log(f"[{stage}] done in {time.time() - t0:.0f} s")
+            if stage == "eval":
+                result = out
+    finally:
+        cleanup(info)
+    if info.is_main:
+        log(f"finished in {time.time() - start:.0f} s. Outputs: {run_dir}")
+        for name in ("metrics.json", "report.html", "samples", "tb"):
+            if (run_dir / name).exists():
+                log(f"  {run_dir / name}")
+        log(f"  tensorboard --logdir {run_dir / 'tb'}")
+    return result

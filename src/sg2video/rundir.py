@@ -1,0 +1,51 @@
+"""The run directory's layout, documented once: where stages put what.
+
+- `.hydra/`                       Hydra's composed config and overrides
+- `tb/`                           TensorBoard event files (all stages)
+- `checkpoints/<stage>/last.pt`   the newest checkpoint of a stage (+ `step_N.pt` fallbacks)
+- `samples/`                      generated videos and their graph pictures
+- `metrics.json`                  one section per stage
+- `report.html`                   the self-contained run report
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def stage_checkpoint(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / "checkpoints" / stage / "last.pt"
+
+
+def samples_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "samples"
+
+
+def read_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def update_metrics(run_dir: Path, section: str, values: dict[str, Any]) -> dict:
+    """Merge `values` into `metrics.json[section]`, written atomically (NaN becomes null)."""
+    path = Path(run_dir) / "metrics.json"
+    data = read_metrics(run_dir)
+    data[section] = _json_safe(values)
+    tmp = path.with_name(f".metrics.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return data
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return _json_safe(value.item())
+    return value

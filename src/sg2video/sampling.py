@@ -1,0 +1,123 @@
+"""Turning graphs into videos with a trained pipeline: used by `src/sample.py`, the eval stage and the
+TensorBoard sample hook. A `VideoGenerator` is built from a diffusion checkpoint alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from einops import rearrange
+from omegaconf import OmegaConf
+
+from sg2video.diffusion import GaussianDiffusion, make_sampler, make_schedule, sample, sample_long
+from sg2video.encoder.graph_encoder import GraphEncoder
+from sg2video.encoder.pretrain import build_pretrainer
+from sg2video.errors import UserError
+from sg2video.generator import Denoiser, GraphCondition, build_unet, encode_condition, repeat_condition
+from sg2video.graphs import GraphBatch, SceneGraph, Vocab
+from sg2video.train.checkpoint import CheckpointError, load_checkpoint
+
+
+def build_diffusion(diffusion_cfg: Any) -> GaussianDiffusion:
+    schedule = make_schedule(str(diffusion_cfg.schedule), int(diffusion_cfg.timesteps))
+    return GaussianDiffusion(schedule, parameterization=str(diffusion_cfg.parameterization),
+                             loss=str(diffusion_cfg.loss), snr_weighting=diffusion_cfg.get("snr_weighting"))
+
+
+class VideoGenerator:
+    """Frozen encoder + denoiser (+ autoencoder in latent space) + diffusion: graphs in, uint8 videos out."""
+
+    def __init__(self, denoiser: Denoiser, encoder: GraphEncoder, diffusion: GaussianDiffusion, vocab: Vocab,
+                 clip_frames: int, prefix_frames: int, size: int, channels: int, latent_size: int,
+                 autoencoder: torch.nn.Module | None = None, max_objects: int | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.denoiser = denoiser.to(device).eval()
+        self.encoder = encoder.to(device).eval()
+        self.autoencoder = autoencoder.to(device).eval() if autoencoder is not None else None
+        self.diffusion, self.vocab = diffusion, vocab
+        self.clip_frames, self.prefix_frames = clip_frames, prefix_frames
+        self.size, self.channels, self.latent_size = size, channels, latent_size
+        self.max_objects = max_objects
+        self.device = torch.device(device)
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> "VideoGenerator":
+        state = load_checkpoint(path, "cpu")
+        if state.get("stage") != "diffusion":
+            raise CheckpointError(f"{path}: a {state.get('stage')!r} checkpoint, not a diffusion one "
+                                  "(use checkpoints/diffusion/last.pt of a run)")
+        return cls.from_state(state, device, use_ema)
+
+    @classmethod
+    def from_state(cls, state: dict, device: str | torch.device = "cpu", use_ema: bool = True) -> "VideoGenerator":
+        vocab = Vocab.from_dict(state["vocab"])
+        enc_cfg = OmegaConf.create(state["encoder_config"])
+        pretrainer = build_pretrainer(enc_cfg, vocab, int(state["image_size"]))
+        encoder = pretrainer.graph_encoder
+        encoder.load_state_dict(state["graph_encoder"])
+        model_cfg = OmegaConf.create(state["model_config"])
+        unet = build_unet(model_cfg, int(state["channels"]), int(enc_cfg.cond_dim))
+        denoiser = Denoiser(unet, vocab.num_objects, int(enc_cfg.cond_dim))
+        weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
+        denoiser.load_state_dict(weights)
+        autoencoder = None
+        if state.get("autoencoder") is not None:
+            from sg2video.autoencoder.model import autoencoder_from_state
+
+            autoencoder = autoencoder_from_state(state["autoencoder"])
+        diffusion = build_diffusion(OmegaConf.create(state["diffusion_config"]))
+        return cls(denoiser, encoder, diffusion, vocab, clip_frames=int(state["clip_frames"]),
+                   prefix_frames=int(model_cfg.prefix_frames), size=int(state["image_size"]),
+                   channels=int(state["channels"]), latent_size=int(state["latent_size"]),
+                   autoencoder=autoencoder, max_objects=state.get("max_objects"), device=device)
+
+    # -- conditioning --------------------------------------------------------------------------
+
+    def condition(self, graph_lists: Sequence[Sequence[SceneGraph]], start: int, end: int,
+                  box_source: str = "graph") -> GraphCondition:
+        """Frames [start, end) of each video's per-frame graphs -> GraphCondition (B, end-start, ...)."""
+        graphs = [g for frames in graph_lists for g in frames[start:end]]
+        batch = GraphBatch.pack(graphs).to(self.device)
+        return encode_condition(self.encoder, batch, len(graph_lists), end - start, box_source)
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, graph_lists: Sequence[Sequence[SceneGraph]], sampler: str = "ddim", steps: int = 50,
+                 guidance: float = 2.0, eta: float = 0.0, seed: int = 0, box_source: str = "graph",
+                 progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """uint8 videos (B, T, H, W, 3) for B per-frame graph lists of equal length T."""
+        lengths = {len(frames) for frames in graph_lists}
+        if len(lengths) != 1:
+            raise UserError(f"all videos of one call need the same length, got {sorted(lengths)}")
+        total = lengths.pop()
+        batch = len(graph_lists)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        schedule = self.diffusion.schedule
+        factory = lambda: make_sampler(sampler, schedule, steps, eta)  # noqa: E731
+        clip_x0 = self.autoencoder is None  # latents are not bounded to [-1, 1]
+        if total <= self.clip_frames:
+            cond = self.condition(graph_lists, 0, total, box_source)
+            shape = (batch, self.channels, total, self.latent_size, self.latent_size)
+            x = sample(self.diffusion, self.denoiser, shape, cond, factory(), guidance=guidance,
+                       generator=generator, progress=progress, clip_x0=clip_x0, device=self.device,
+                       repeat_cond=repeat_condition)
+        else:
+            x, _ = sample_long(self.diffusion, self.denoiser, factory, total, self.clip_frames, self.prefix_frames,
+                               lambda s, e: self.condition(graph_lists, s, e, box_source), self.channels,
+                               self.latent_size, self.latent_size, batch=batch, guidance=guidance,
+                               generator=generator, device=self.device, clip_x0=clip_x0, progress=progress,
+                               repeat_cond=repeat_condition)
+        return self.to_uint8(x)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autoencoder is None:
+            return x
+        return torch.cat([self.autoencoder.decode(part.to(self.device)).cpu() for part in x.split(8)])
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        video = self.decode(x).clamp(-1, 1)
+        return ((rearrange(video, "b c t h w -> b t h w c") + 1) * 127.5).round().to(torch.uint8).cpu()

@@ -1,0 +1,117 @@
+"""Stage `diffusion`: train the graph-conditioned 3D UNet on the frozen encoder's embeddings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from sg2video.config import to_dict
+from sg2video.data.clips import collate_clips
+from sg2video.errors import UserError
+from sg2video.generator import Denoiser, build_unet, encode_condition
+from sg2video.rundir import stage_checkpoint
+from sg2video.sampling import VideoGenerator, build_diffusion
+from sg2video.stages.common import datasets, stage_loop_config
+from sg2video.stages.encoder import load_pretrainer
+from sg2video.train.distributed import DistInfo
+from sg2video.train.loop import Hook, fit
+
+
+def _required(run_dir: Path, stage: str) -> Path:
+    path = stage_checkpoint(run_dir, stage)
+    if not path.exists():
+        raise UserError(f"{path} is missing: run stage={stage} (or stage=all) in this run directory first")
+    return path
+
+
+class DiffusionTask:
+    """Loss of one batch: encode graphs (frozen), encode frames to latents (frozen, latent space), denoise."""
+
+    def __init__(self, denoiser, encoder, autoencoder, diffusion, model_cfg: DictConfig, box_source: str = "graph"):
+        self.model = denoiser
+        self.encoder, self.autoencoder, self.diffusion = encoder, autoencoder, diffusion
+        self.prefix_frames = int(model_cfg.prefix_frames)
+        self.cfg_dropout = float(model_cfg.cfg_dropout)
+        self.prefix_dropout = float(model_cfg.get("prefix_dropout", 0.0))
+        self.box_source = box_source
+
+    def loss(self, model, batch, step):
+        B, T = batch.batch_size, batch.num_frames
+        cond = encode_condition(self.encoder, batch.graphs, B, T, self.box_source)
+        x0 = batch.video
+        if self.autoencoder is not None:
+            with torch.no_grad():
+                x0 = self.autoencoder.encode(x0)
+        terms = self.diffusion.training_loss(model, x0, cond, prefix_frames=self.prefix_frames,
+                                             cond_dropout=self.cfg_dropout, prefix_dropout=self.prefix_dropout)
+        return {k: v for k, v in terms.items() if v.dim() == 0}
+
+
+def _load_autoencoder(cfg: DictConfig, run_dir: Path, device):
+    if cfg.diffusion.space != "latent":
+        return None, None
+    from sg2video.autoencoder.model import autoencoder_state, load_autoencoder
+
+    path = _required(run_dir, "autoencoder")
+    model = load_autoencoder(path).to(device).eval().requires_grad_(False)
+    return model, autoencoder_state(model)
+
+
+def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
+    device = info.device
+    pretrainer, vocab, enc_state = load_pretrainer(_required(run_dir, "encoder"))
+    encoder = pretrainer.graph_encoder.to(device).eval().requires_grad_(False)
+    cond_dim = int(enc_state["encoder_config"]["cond_dim"])
+    autoencoder, ae_state = _load_autoencoder(cfg, run_dir, device)
+    size = int(cfg.data.size)
+    channels, latent_size = 3, size
+    if autoencoder is not None:
+        channels = int(autoencoder.latent_channels)
+        latent_size = size // int(autoencoder.downsample)
+    unet = build_unet(cfg.model, channels, cond_dim)
+    denoiser = Denoiser(unet, vocab.num_objects, cond_dim)
+    diffusion = build_diffusion(cfg.diffusion)
+    data = datasets(cfg, ("train", "val"))
+    extra = {
+        "config": to_dict(cfg),
+        "vocab": vocab.to_dict(),
+        "encoder_config": enc_state["encoder_config"],
+        "graph_encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
+        "model_config": to_dict(cfg.model),
+        "diffusion_config": to_dict(cfg.diffusion),
+        "image_size": size,
+        "latent_size": latent_size,
+        "channels": channels,
+        "clip_frames": int(cfg.data.frames),
+        "max_objects": int(cfg.data.get("max_objects", 0)) or None,
+        "autoencoder": ae_state,
+    }
+
+    def log_samples(step, model, ema, writer):
+        if writer is None:
+            return
+        state = {**extra, "stage": "diffusion", "model": model.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None}
+        generator = VideoGenerator.from_state(state, device)
+        items = data["val"].__getitems__(list(range(4)))
+        videos = generator.generate([item["graphs"] for item in items], steps=int(cfg.diffusion.sample_steps),
+                                    guidance=float(cfg.diffusion.guidance), seed=0)
+        real = torch.stack([item["video"] for item in items])  # (B, T, 3, H, W)
+        fake = videos.permute(0, 1, 4, 2, 3)
+        writer.add_video("diffusion/samples", torch.cat([real, fake]), step, fps=4)
+
+    every = int(cfg.train.sample_every)
+    result = fit(
+        DiffusionTask(denoiser, encoder, autoencoder, diffusion, cfg.model),
+        data["train"],
+        collate_clips,
+        stage_loop_config(cfg, None),
+        run_dir,
+        "diffusion",
+        info,
+        checkpoint_extra=extra,
+        hooks=[Hook(every, log_samples)],  # every=0: only at the end
+    )
+    del result
+    return stage_checkpoint(run_dir, "diffusion")
