@@ -8,6 +8,7 @@ nothing is written.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -17,8 +18,15 @@ from omegaconf import DictConfig
 from sg2video.config import register_resolvers
 from sg2video.errors import USER_ERROR_EXIT, UserError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
 MAX_PREFLIGHT_JOBS = 256
+# Hydra's own flags that print or redirect instead of running: leave those to Hydra
+HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--shell-completion", "-sc",
+                    "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p",
+                    "--experimental-rerun", "--resolve")
+# conf/config.yaml finds experiments/ through this variable, wherever the command is run from
+os.environ.setdefault("SG2VIDEO_ROOT", str(REPO_ROOT))
 
 
 def _first_line(err: BaseException) -> str:
@@ -63,6 +71,8 @@ def preflight(config_name: str, argv: list[str], validate: Callable[[DictConfig]
     from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
+    if any(flag in argv for flag in HYDRA_INFO_FLAGS):
+        return
     args = [a for a in argv if not a.startswith("-")]
     try:
         jobs = _expand(args)

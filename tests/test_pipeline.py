@@ -1,0 +1,178 @@
+"""The pipeline end to end: config composition, run.py's stages, sample.py, and their error handling."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from sg2video.cli import CONF_DIR, REPO_ROOT
+from sg2video.config import register_resolvers, validate
+
+SMOKE = ["+experiment=smoke"]
+
+
+def compose_cfg(overrides: list[str]):
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=overrides)
+
+
+def run_cli(script: str, *args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "src" / script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_default_config_has_the_contract_keys():
+    cfg = compose_cfg([])
+    validate(cfg)
+    for key in ("stage", "data.size", "data.frames", "data.root", "encoder.layers", "encoder.dim", "encoder.pooling",
+                "encoder.loss.contrastive", "encoder.loss.masked", "model.cond", "model.prefix_frames", "model.dim",
+                "model.dim_mults", "diffusion.timesteps", "diffusion.schedule", "diffusion.parameterization",
+                "diffusion.loss", "diffusion.sampler", "diffusion.sample_steps", "diffusion.guidance",
+                "train.max_steps", "train.batch_size", "train.lr", "train.precision", "train.seed"):
+        node, _, leaf = key.rpartition(".")
+        container = OmegaConf.select(cfg, node) if node else cfg
+        assert leaf in container, key
+    assert cfg.data.name == "shapes"
+
+
+@pytest.mark.parametrize("encoder", ["gcn", "gcn_sum", "gcn_deep", "onehot"])
+@pytest.mark.parametrize("cond", ["crossattn", "concat", "layout", "none"])
+def test_groups_compose_and_validate(encoder, cond):
+    cfg = compose_cfg([f"encoder={encoder}", f"model.cond={cond}"])
+    validate(cfg)
+    assert cfg.model.cond == cond and cfg.encoder.name == encoder
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.cond=sideways", "model.cond='sideways' is not accepted (accepted: crossattn, concat, layout, none)"),
+        ("data.size=-4", "data.size=-4 must be a number >= 1"),
+        ("model.prefix_frames=8", "model.prefix_frames=8 must be an integer in [0, data.frames)"),
+        ("data=action_genome", "data.root is not set"),
+        ("data=action_genome data.root=/no/such/dir", "data.root='/no/such/dir' does not exist"),
+        ("diffusion.sampler=euler", "diffusion.sampler='euler' is not accepted"),
+        ("data=nope", "Could not find 'data/nope' (accepted: action_genome, coco_stuff, gif_folder, shapes"),
+    ],
+)
+def test_bad_values_are_one_line_exit_2_and_write_nothing(tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    proc = run_cli("run.py", *override.split(), f"hydra.run.dir={run_dir}", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists()
+
+
+def test_a_bad_value_in_a_sweep_stops_the_whole_sweep_before_it_starts(tmp_path):
+    proc = run_cli("run.py", "-m", "model.cond=crossattn,diagonal", f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120)
+    assert proc.returncode == 2 and "model.cond='diagonal'" in proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+# -- a tiny trained pipeline, shared by the tests below ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={run_dir}", "cache_dir=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc.stdout
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_stage_output(smoke_run):
+    run_dir, stdout = smoke_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["encoder"]["steps"] == 4
+    assert 0.0 <= metrics["encoder"]["g2v_top1"] <= 1.0
+    assert metrics["eval"]["num_samples"] == 4
+    assert 0.0 <= metrics["eval"]["object_accuracy"] <= 1.0
+    for stage in ("encoder", "diffusion"):
+        state = torch.load(run_dir / "checkpoints" / stage / "last.pt", weights_only=True)
+        assert state["finished"] and state["stage"] == stage
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    sample = np.load(run_dir / "samples" / "sample_000.npy")
+    assert sample.shape == (4, 16, 16, 3) and sample.dtype == np.uint8
+    assert str(run_dir) in stdout
+
+
+@pytest.mark.slow
+def test_rerun_in_the_same_directory_does_not_redo_finished_stages(smoke_run):
+    run_dir, _ = smoke_run
+    before = (run_dir / "checkpoints" / "diffusion" / "last.pt").stat().st_mtime_ns
+    proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={run_dir}", "cache_dir=null", "stage=diffusion")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run_dir / "checkpoints" / "diffusion" / "last.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_sample_cli_static_and_long_timeline(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    ckpt = run_dir / "checkpoints" / "diffusion" / "last.pt"
+    static = tmp_path / "static.json"
+    static.write_text(json.dumps({"objects": ["red circle", "blue square"], "relations": [[0, "left of", 1]]}))
+    out = tmp_path / "out_static"
+    proc = run_cli("sample.py", f"ckpt={ckpt}", f"graph={static}", "num=2", "steps=3", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for i in range(2):
+        assert np.load(out / f"sample_{i:03d}.npy").shape == (4, 16, 16, 3)
+        assert (out / f"sample_{i:03d}.mp4").stat().st_size > 0
+        assert (out / f"sample_{i:03d}.gif").stat().st_size > 0
+    assert (out / "graph.png").exists()
+
+    # 10 frames from a model of 4-frame clips with 1 prefix frame: chunks [0,4) [3,7) [6,10)
+    timeline = tmp_path / "timeline.json"
+    timeline.write_text(json.dumps({"objects": ["red circle", "blue square"], "timeline": [
+        {"frames": [0, 5], "relations": [[0, "left of", 1]]}, {"frames": [5, 10], "relations": [[0, "above", 1]]}]}))
+    out = tmp_path / "out_long"
+    proc = run_cli("sample.py", f"ckpt={ckpt}", f"graph={timeline}", "num=1", "steps=3", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.load(out / "sample_000.npy").shape == (10, 16, 16, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "graph, args, message",
+    [
+        ({"objects": ["red circle", "blue square"], "relations": [[0, "besides", 1]]}, [], 'unknown predicate "besides"'),
+        ({"objects": ["purple circle"]}, [], 'unknown object "purple circle"'),
+        ({"objects": ["red circle"] * 9}, [], "at most 4"),
+        (None, [], "not valid JSON"),
+        ({"objects": ["red circle"]}, ["sampler=euler"], "sampler='euler' is not accepted"),
+    ],
+)
+def test_sample_cli_refuses_bad_graphs_in_one_line(smoke_run, tmp_path, graph, args, message):
+    run_dir, _ = smoke_run
+    path = tmp_path / "graph.json"
+    path.write_text("{not json" if graph is None else json.dumps(graph))
+    out = tmp_path / "out"
+    proc = run_cli("sample.py", f"ckpt={run_dir / 'checkpoints' / 'diffusion' / 'last.pt'}", f"graph={path}",
+                   f"out={out}", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sample_cli_refuses_a_corrupt_checkpoint(tmp_path):
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(b"PK\x03\x04 truncated")
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"objects": ["red circle"]}))
+    proc = run_cli("sample.py", f"ckpt={ckpt}", f"graph={graph}", f"out={tmp_path / 'out'}")
+    assert proc.returncode == 2 and "not a readable sg2video checkpoint" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
