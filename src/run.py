@@ -2,7 +2,11 @@
 
 Sweeps: `python src/run.py -m model.cond=crossattn,concat` (add `hydra/launcher=slurm` for SLURM).
 """
+import os
 import sys
+
+# CPU runs share their cores with other processes; spinning OpenMP threads then waste most of a step
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra
 from omegaconf import DictConfig

@@ -3,7 +3,11 @@
 Writes `sample_NNN.mp4`, `.gif` and `.npy` (uint8 (T, H, W, 3)) per video and `graph.png` into `out`.
 A graph longer than the model's clip is generated chunk by chunk (autoregressively).
 """
+import os
 import sys
+
+# CPU runs share their cores with other processes; spinning OpenMP threads then waste most of a step
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import hydra

@@ -7,7 +7,7 @@ layout vector, so the layout maps always say which class goes in which box) and 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 from sg2video.encoder.graph_encoder import GraphEncoder, rank_in_group
 from sg2video.graphs import GraphBatch
 from sg2video.unet.conditioning import Conditioning
-from sg2video.unet.unet3d import UNet3D
+from sg2video.unet.unet3d import UNet3D, build_unet
 
 
 @dataclass
@@ -129,24 +129,8 @@ class Denoiser(nn.Module):
         return self.unet(x, t, self.conditioning(cond), drop_cond)
 
 
-def build_unet(model_cfg: Any, in_channels: int, cond_dim: int) -> UNet3D:
-    return UNet3D(
-        in_channels=in_channels,
-        dim=int(model_cfg.dim),
-        dim_mults=tuple(model_cfg.dim_mults),
-        num_res_blocks=int(model_cfg.num_res_blocks),
-        spatial_attn_levels=tuple(model_cfg.spatial_attn_levels),
-        temporal_attn_levels=tuple(model_cfg.temporal_attn_levels),
-        attn_head_dim=int(model_cfg.attn_head_dim),
-        cond=str(model_cfg.cond),
-        cond_dim=cond_dim,
-        layout_channels=int(model_cfg.layout_channels),
-        dropout=float(model_cfg.get("dropout", 0.0)),
-    )
-
-
 def repeat_condition(cond: Any, times: int) -> Any:
     return None if cond is None else cond.repeat_batch(times)
 
 
-__all__ = ["GraphCondition", "Denoiser", "encode_condition", "build_unet", "repeat_condition", "replace"]
+__all__ = ["GraphCondition", "Denoiser", "encode_condition", "build_unet", "repeat_condition"]

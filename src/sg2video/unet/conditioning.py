@@ -1,0 +1,156 @@
+"""How a scene graph reaches the UNet: the `Conditioning` batch and the three ways of injecting it.
+
+Modes (`UNet3D(cond=...)`):
+- `crossattn` (SGDiff): every frame's pixels attend to that frame's local graph tokens, plus its global vector
+  as one more token, in the spatial attention blocks (`CrossAttnContext` builds keys and key mask).
+- `concat` (VDM): the frame's global vector, projected, is added to the frame's time embedding
+  (`GlobalEmbedding`); every ResBlock then sees it through its scale/shift.
+- `layout` (sg2im): boxes are rasterised at the input resolution into per-object embedding maps, concatenated
+  to the input channels (`LayoutMaps`).
+- `none`: unconditional.
+
+Classifier-free guidance: `drop_cond` (B,) bool replaces a clip's condition by learned null embeddings: the
+null token (always a key, so even an empty graph has one key to attend to) is then the only key, the null
+global vector replaces the global vector, and the layout maps are zero. `cond=None` in a conditional mode
+means every clip is dropped. Prefix frames (clean context frames of long-video sampling) need nothing here:
+they are ordinary frames whose timestep is 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from sg2video.errors import ConfigError
+
+COND_MODES = ("crossattn", "concat", "layout", "none")
+
+
+def check_cond_mode(mode: str) -> str:
+    if mode not in COND_MODES:
+        raise ConfigError(f"model.cond={mode!r} is not a conditioning mode (accepted: {', '.join(COND_MODES)})")
+    return mode
+
+
+@dataclass
+class Conditioning:
+    """Per-frame graph conditioning of a clip batch; any field may be None when the mode does not use it."""
+
+    tokens: torch.Tensor | None = None  # (B, T, L, D_c) local graph tokens, padded
+    token_mask: torch.Tensor | None = None  # (B, T, L) bool, True = real token (None: all real)
+    global_vec: torch.Tensor | None = None  # (B, T, D_c) one vector per frame graph
+    layout_boxes: torch.Tensor | None = None  # (B, T, K, 4) x0, y0, x1, y1 in [0, 1]
+    layout_embed: torch.Tensor | None = None  # (B, T, K, D_c) one vector per object
+    layout_mask: torch.Tensor | None = None  # (B, T, K) bool, True = real object (None: all real)
+
+
+def _keep(drop: torch.Tensor | None, batch: int, frames: int, device: torch.device) -> torch.Tensor:
+    """(b t) bool: True where the clip's condition is kept."""
+    if drop is None:
+        return torch.ones(batch * frames, dtype=torch.bool, device=device)
+    assert drop.shape == (batch,), f"drop_cond must be ({batch},), got {tuple(drop.shape)}"
+    return (~drop.to(device=device, dtype=torch.bool)).repeat_interleave(frames)
+
+
+def _frames_first(value: torch.Tensor, batch: int, frames: int, name: str) -> torch.Tensor:
+    """(B, T, ...) -> ((B T), ...), checking B and T against the video."""
+    expected = (batch, frames)
+    assert value.shape[:2] == expected, f"{name} must start with (B, T) = {expected}, got {tuple(value.shape)}"
+    return value.flatten(0, 1)
+
+
+class CrossAttnContext(nn.Module):
+    """Keys for cross-attention: [null token, local tokens..., global vector] per frame, with a key mask."""
+
+    def __init__(self, cond_dim: int):
+        super().__init__()
+        self.null_token = nn.Parameter(torch.randn(cond_dim) * 0.02)
+
+    def forward(
+        self, cond: Conditioning | None, drop: torch.Tensor | None, batch: int, frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> context ((b t), 1 + L (+1), D_c) and mask ((b t), 1 + L (+1)) bool, True = attend."""
+        device = self.null_token.device
+        keep = _keep(drop, batch, frames, device)
+        n = batch * frames
+        parts = [self.null_token.expand(n, 1, -1)]
+        masks = [torch.ones(n, 1, dtype=torch.bool, device=device)]
+        if cond is not None and cond.tokens is not None:
+            tokens = _frames_first(cond.tokens, batch, frames, "tokens")
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=device)
+            if cond.token_mask is not None:
+                mask = _frames_first(cond.token_mask, batch, frames, "token_mask").to(torch.bool)
+            parts.append(tokens.to(self.null_token.dtype))
+            masks.append(mask & keep[:, None])
+        if cond is not None and cond.global_vec is not None:
+            parts.append(_frames_first(cond.global_vec, batch, frames, "global_vec")[:, None].to(self.null_token.dtype))
+            masks.append(keep[:, None])
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+
+class GlobalEmbedding(nn.Module):
+    """The frame's global vector (or the learned null vector) projected to the time-embedding width."""
+
+    def __init__(self, cond_dim: int, emb_dim: int):
+        super().__init__()
+        self.null_vec = nn.Parameter(torch.randn(cond_dim) * 0.02)
+        self.proj = nn.Linear(cond_dim, emb_dim)
+
+    def forward(self, cond: Conditioning | None, drop: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
+        """-> ((b t), emb_dim), added to the time embedding."""
+        if cond is None or cond.global_vec is None:
+            vec = self.null_vec.expand(batch * frames, -1)
+        else:
+            vec = _frames_first(cond.global_vec, batch, frames, "global_vec").to(self.null_vec.dtype)
+            keep = _keep(drop, batch, frames, vec.device)
+            vec = torch.where(keep[:, None], vec, self.null_vec)
+        return self.proj(vec)
+
+
+def box_coverage(lo: torch.Tensor, hi: torch.Tensor, cells: int) -> torch.Tensor:
+    """Share of each of `cells` equal cells of [0, 1] that the interval [lo, hi] covers: (...) -> (..., cells).
+
+    Area coverage rather than a pixel-centre test, so a box thinner than a pixel still leaves its mass
+    and the maps shrink consistently with the resolution (latent maps are the pixel maps averaged).
+    """
+    edges = torch.linspace(0, 1, cells + 1, device=lo.device, dtype=lo.dtype)
+    overlap = torch.minimum(hi[..., None], edges[1:]) - torch.maximum(lo[..., None], edges[:-1])
+    return overlap.clamp(min=0) * cells
+
+
+def rasterize_boxes(boxes: torch.Tensor, values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per-object values summed over each object's box, weighted by pixel coverage.
+
+    boxes (N, K, 4) x0 y0 x1 y1 in [0, 1], values (N, K, C) -> maps (N, C, H, W).
+    """
+    cover_x = box_coverage(boxes[..., 0], boxes[..., 2], width)  # (N, K, W)
+    cover_y = box_coverage(boxes[..., 1], boxes[..., 3], height)  # (N, K, H)
+    weighted = rearrange(values, "n k c -> n k c 1") * rearrange(cover_y, "n k h -> n k 1 h")
+    maps = torch.einsum("nkq,nkw->nqw", weighted.flatten(2), cover_x)  # q = (c h)
+    return rearrange(maps, "n (c h) w -> n c h w", c=values.shape[-1])
+
+
+class LayoutMaps(nn.Module):
+    """Per-object embeddings projected to `channels` and painted into their boxes: ((b t), channels, H, W)."""
+
+    def __init__(self, cond_dim: int, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.proj = nn.Linear(cond_dim, channels)
+
+    def forward(
+        self, cond: Conditioning | None, drop: torch.Tensor | None, batch: int, frames: int, height: int, width: int
+    ) -> torch.Tensor:
+        n = batch * frames
+        device, dtype = self.proj.weight.device, self.proj.weight.dtype
+        if cond is None or cond.layout_boxes is None or cond.layout_embed is None:
+            return torch.zeros(n, self.channels, height, width, device=device, dtype=dtype)
+        boxes = _frames_first(cond.layout_boxes, batch, frames, "layout_boxes").to(dtype)
+        values = self.proj(_frames_first(cond.layout_embed, batch, frames, "layout_embed").to(dtype))
+        weight = _keep(drop, batch, frames, device)[:, None].expand(n, boxes.shape[1])
+        if cond.layout_mask is not None:
+            weight = weight & _frames_first(cond.layout_mask, batch, frames, "layout_mask").to(torch.bool)
+        values = values * weight[..., None].to(dtype)
+        return rasterize_boxes(boxes, values, height, width)

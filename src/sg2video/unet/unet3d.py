@@ -1,0 +1,219 @@
+"""The graph-conditioned video denoiser: a VDM-style 3D UNet with factorised space-time attention.
+
+`UNet3D(...)(x, t, cond=None, drop_cond=None)`: x (B, C_in, T, H, W) -> (B, C_out, T, H, W).
+
+Shape of the net (levels i = 0 .. len(dim_mults) - 1, width dim * dim_mults[i]):
+  init conv 3x3 per frame (a 1x3x3 kernel: frames meet only in temporal attention, so an image (T=1) and
+  a clip go through the same weights)
+  down level i: num_res_blocks x [ResBlock, spatial attention if i in spatial_attn_levels (+ cross-attention
+               in crossattn mode), temporal attention if i in temporal_attn_levels], then a stride-2 conv
+               (not after the last level). Every block's output is a skip.
+  middle:      ResBlock, attention as the deepest level has it (one stage: the deepest level's own blocks
+               already run at this resolution; a second one would add ~10% parameters for little)
+  up level i:  nearest upsample (not at the last level), then num_res_blocks x [concat skip, ResBlock, attention
+               as down level i]
+  out:         GroupNorm, SiLU, 3x3 conv per frame.
+Down/up sampling is spatial only; T is never resampled. The per-frame time embedding (plus the projected
+global vector in concat mode) modulates every ResBlock of its frame.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from sg2video.errors import ConfigError
+from sg2video.unet.blocks import (
+    Downsample,
+    ResBlock,
+    SpatialAttention,
+    TemporalAttention,
+    TimestepEmbedding,
+    Upsample,
+    group_norm,
+)
+from sg2video.unet.conditioning import (
+    Conditioning,
+    CrossAttnContext,
+    GlobalEmbedding,
+    LayoutMaps,
+    check_cond_mode,
+)
+
+
+def _levels(name: str, levels: Sequence[int] | None, count: int) -> frozenset[int]:
+    chosen = frozenset(int(i) for i in (levels or ()))
+    bad = sorted(i for i in chosen if not 0 <= i < count)
+    if bad:
+        raise ConfigError(
+            f"model.{name}={list(levels)} names levels {bad}; accepted: 0..{count - 1} (one per dim_mults entry)"
+        )
+    return chosen
+
+
+class _Stage(nn.Module):
+    """ResBlock followed by the level's optional spatial (+cross) and temporal attention."""
+
+    def __init__(self, res: ResBlock, spatial: SpatialAttention | None, temporal: TemporalAttention | None):
+        super().__init__()
+        self.res, self.spatial, self.temporal = res, spatial, temporal
+
+    def forward(self, x, emb_act, frames, context, context_mask):
+        x = self.res(x, emb_act)
+        if self.spatial is not None:
+            x = self.spatial(x, context, context_mask)
+        if self.temporal is not None:
+            x = self.temporal(x, frames)
+        return x
+
+
+class UNet3D(nn.Module):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        dim: int = 64,
+        dim_mults: Sequence[int] = (1, 2, 4),
+        num_res_blocks: int = 2,
+        spatial_attn_levels: Sequence[int] | None = (2,),
+        temporal_attn_levels: Sequence[int] | None = (0, 1, 2),
+        attn_head_dim: int = 32,
+        cond: str = "none",
+        cond_dim: int = 256,
+        layout_channels: int = 8,
+        norm_groups: int = 8,
+        dropout: float = 0.0,
+        upsample_conv: bool = False,
+        temporal_buckets: int = 32,
+        temporal_max_distance: int = 64,
+    ):
+        """cond_dim: width D_c of the graph tokens / global vector / object vectors (the encoder's output).
+
+        spatial_attn_levels / temporal_attn_levels: indices into dim_mults; the middle block counts as the deepest
+        level. crossattn mode puts its cross-attention in the spatial attention blocks, so it needs at least one.
+        """
+        super().__init__()
+        self.cond_mode = check_cond_mode(cond)
+        dim_mults = tuple(int(m) for m in dim_mults)
+        if not dim_mults or min(dim_mults) < 1 or dim < 1 or num_res_blocks < 1:
+            raise ConfigError(
+                f"model.dim={dim}, model.dim_mults={list(dim_mults)}, model.num_res_blocks={num_res_blocks}: "
+                "need dim >= 1, a non-empty list of multipliers >= 1 and num_res_blocks >= 1"
+            )
+        levels = len(dim_mults)
+        spatial = _levels("spatial_attn_levels", spatial_attn_levels, levels)
+        temporal = _levels("temporal_attn_levels", temporal_attn_levels, levels)
+        if self.cond_mode == "crossattn" and not spatial:
+            raise ConfigError("model.cond=crossattn needs spatial attention somewhere: set model.spatial_attn_levels")
+        self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        emb_dim = 4 * dim
+        context_dim = cond_dim if self.cond_mode == "crossattn" else None
+
+        self.time_embed = TimestepEmbedding(dim, emb_dim)
+        self.global_embed = GlobalEmbedding(cond_dim, emb_dim) if self.cond_mode == "concat" else None
+        self.cross_context = CrossAttnContext(cond_dim) if self.cond_mode == "crossattn" else None
+        self.layout_maps = LayoutMaps(cond_dim, layout_channels) if self.cond_mode == "layout" else None
+        extra_in = layout_channels if self.cond_mode == "layout" else 0
+
+        def stage(level: int, in_ch: int, out_ch: int) -> _Stage:
+            return _Stage(
+                ResBlock(in_ch, out_ch, emb_dim, norm_groups, dropout),
+                SpatialAttention(out_ch, attn_head_dim, context_dim) if level in spatial else None,
+                TemporalAttention(out_ch, attn_head_dim, temporal_buckets, temporal_max_distance)
+                if level in temporal
+                else None,
+            )
+
+        widths = [dim * m for m in dim_mults]
+        self.init_conv = nn.Conv2d(in_channels + extra_in, dim, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skip_widths, ch = [], dim
+        for level, width in enumerate(widths):
+            self.down.append(nn.ModuleList())
+            for _ in range(num_res_blocks):
+                self.down[level].append(stage(level, ch, width))
+                ch = width
+                skip_widths.append(ch)
+            if level < levels - 1:
+                self.downsample.append(Downsample(ch))
+        self.mid = stage(levels - 1, ch, ch)
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level in reversed(range(levels)):
+            if level < levels - 1:
+                self.upsample.append(Upsample(ch, upsample_conv))
+            blocks = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                blocks.append(stage(level, ch + skip_widths.pop(), widths[level]))
+                ch = widths[level]
+            self.up.append(blocks)
+        self.out = nn.Sequential(group_norm(ch, norm_groups), nn.SiLU(), nn.Conv2d(ch, self.out_channels, 3, padding=1))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: Conditioning | None = None,
+        drop_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, C_in, T, H, W); t (B, T) per-frame steps (prefix frames 0) or (B,); drop_cond (B,) bool."""
+        batch, channels, frames, height, width = x.shape
+        assert channels == self.in_channels, f"expected {self.in_channels} input channels, got {channels}"
+        if t.ndim == 1:
+            t = t[:, None].expand(batch, frames)
+        assert t.shape == (batch, frames), f"t must be (B,) or (B, T) = {(batch, frames)}, got {tuple(t.shape)}"
+        if isinstance(drop_cond, bool):
+            drop_cond = torch.full((batch,), drop_cond, dtype=torch.bool, device=x.device)
+
+        emb = self.time_embed(rearrange(t, "b t -> (b t)"))
+        if self.global_embed is not None:
+            emb = emb + self.global_embed(cond, drop_cond, batch, frames)
+        emb_act = F.silu(emb)
+        context = context_mask = None
+        if self.cross_context is not None:
+            context, context_mask = self.cross_context(cond, drop_cond, batch, frames)
+            context = context.to(x.dtype)
+
+        h = rearrange(x, "b c t h w -> (b t) c h w")
+        if self.layout_maps is not None:
+            maps = self.layout_maps(cond, drop_cond, batch, frames, height, width)
+            h = torch.cat((h, maps.to(h.dtype)), dim=1)
+        h = self.init_conv(h)
+
+        args = (emb_act, frames, context, context_mask)
+        skips = []
+        for level, blocks in enumerate(self.down):
+            if level > 0:
+                h = self.downsample[level - 1](h)
+            for block in blocks:
+                h = block(h, *args)
+                skips.append(h)
+        h = self.mid(h, *args)
+        for i, blocks in enumerate(self.up):
+            if i > 0:
+                h = self.upsample[i - 1](h, skips[-1].shape[-2:])
+            for block in blocks:
+                h = block(torch.cat((h, skips.pop()), dim=1), *args)
+        return rearrange(self.out(h), "(b t) c h w -> b c t h w", b=batch)
+
+
+def build_unet(model_cfg: Any, in_channels: int = 3, cond_dim: int = 256) -> UNet3D:
+    """UNet3D from the `model` config group (a DictConfig or a dict).
+
+    Reads the keys that are UNet3D arguments and leaves the rest (prefix_frames, cfg_dropout, ...: the training
+    around the net) to their readers; Hydra already rejects misspelt keys at the command line. `in_channels`
+    (3, or the latent width) and `cond_dim` (`encoder.cond_dim`) come from the caller, so each is read in one place.
+    """
+    if not isinstance(model_cfg, dict):
+        from omegaconf import OmegaConf
+
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    net_keys = set(inspect.signature(UNet3D.__init__).parameters) - {"self", "in_channels", "cond_dim"}
+    kwargs = {key: value for key, value in model_cfg.items() if key in net_keys}
+    return UNet3D(in_channels=in_channels, cond_dim=cond_dim, **kwargs)
