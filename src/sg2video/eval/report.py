@@ -8,6 +8,8 @@ each generated video beside its scene graph's picture and the ground-truth clip 
 """
 from __future__ import annotations
 
+import logging
+
 import base64
 import html
 import io
@@ -42,6 +44,8 @@ def read_scalars(tb_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     written twice (a resumed run) keeps its last value. A missing folder gives {}.
     """
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher logs every file
 
     tb_dir = Path(tb_dir)
     if not tb_dir.is_dir():

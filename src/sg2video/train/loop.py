@@ -360,9 +360,9 @@ def fit(
             if finite:
                 history.append({"step": step, **terms_sum})
             if bar is not None:
-                bar.update(1)
                 if finite:
-                    bar.set_postfix(loss=f"{terms_sum['loss']:.4f}")
+                    bar.set_postfix(loss=f"{terms_sum['loss']:.4f}", refresh=False)
+                bar.update(1)
             if writer is not None:
                 if not finite:
                     writer.add_scalar(f"{stage}/skipped_steps", skipped_total, step)
