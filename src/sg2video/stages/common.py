@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sg2video.data import build_dataset
@@ -41,6 +40,14 @@ def tb_writer(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def torch_threads() -> None:
-    """Leave torch's default thread count (all cores) unless the user capped it with OMP_NUM_THREADS."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def report_skipped(stage: str, dataset, run_dir: Path) -> int:
+    """Say how many clips a dataset skipped because their media was unreadable (and record it)."""
+    skipped = int(getattr(dataset, "skipped", 0) or 0)
+    if skipped:
+        print(f"[{stage}] skipped {skipped} unreadable clips of the training data (see the dataset's log lines)")
+    from sg2video.rundir import read_metrics, update_metrics
+
+    section = dict(read_metrics(run_dir).get("data", {}))
+    section[f"{stage}_skipped_clips"] = skipped
+    update_metrics(run_dir, "data", section)
+    return skipped

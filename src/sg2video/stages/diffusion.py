@@ -12,7 +12,7 @@ from sg2video.errors import UserError
 from sg2video.generator import Denoiser, build_unet, encode_condition
 from sg2video.rundir import stage_checkpoint
 from sg2video.sampling import VideoGenerator, build_diffusion
-from sg2video.stages.common import datasets, stage_loop_config
+from sg2video.stages.common import datasets, report_skipped, stage_loop_config
 from sg2video.stages.encoder import load_pretrainer
 from sg2video.train.distributed import DistInfo
 from sg2video.train.loop import Hook, fit
@@ -113,5 +113,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         checkpoint_extra=extra,
         hooks=[Hook(every, log_samples)],  # every=0: only at the end
     )
+    if info.is_main:
+        report_skipped("diffusion", data["train"], run_dir)
     del result
     return stage_checkpoint(run_dir, "diffusion")

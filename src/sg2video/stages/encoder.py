@@ -12,7 +12,7 @@ from sg2video.encoder.pretrain import EncoderPretrainer, build_pretrainer, loss_
 from sg2video.eval.retrieval import evaluate_retrieval
 from sg2video.graphs import Vocab
 from sg2video.rundir import stage_checkpoint, update_metrics
-from sg2video.stages.common import datasets, stage_loop_config, write_scalars
+from sg2video.stages.common import datasets, report_skipped, stage_loop_config, write_scalars
 from sg2video.train.checkpoint import load_checkpoint
 from sg2video.train.distributed import DistInfo
 from sg2video.train.loop import Hook, fit
@@ -57,6 +57,7 @@ def run_encoder_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         hooks=[Hook(every, evaluate)] if every > 0 else [],
     )
     if info.is_main:
+        report_skipped("encoder", data["train"], run_dir)
         metrics = retrieval(result.model, data["val"], cfg, info.device)
         metrics["steps"] = result.step
         update_metrics(run_dir, "encoder", metrics)
