@@ -123,12 +123,16 @@ class ShapesWorld:
         return np.floor(pos + 0.5).astype(np.int32)
 
     def params(self, split: str, index: int) -> ClipParams:
-        """Rejection sampling: candidates come in blocks; the first that touches no placed object is kept."""
+        """Rejection sampling: candidates come in blocks; the first that touches no placed object is kept.
+
+        K, colours and shapes are drawn once: only trajectories are re-drawn, since re-drawing K with
+        them would make crowded clips rarer than the spec's uniform K (e.g. K=6 of 2..6 at S=32: 13%).
+        """
         rng = np.random.default_rng([self.seed, SPLITS[split], index])
+        num = int(rng.integers(self.min_objects, self.max_objects + 1))
+        colours = rng.permutation(len(COLOURS))[:num]
+        shapes = rng.integers(0, len(SHAPES), size=num)
         while True:
-            num = int(rng.integers(self.min_objects, self.max_objects + 1))
-            colours = rng.permutation(len(COLOURS))[:num]
-            shapes = rng.integers(0, len(SHAPES), size=num)
             centres = np.zeros((num, self.frames, 2), dtype=np.int32)
             centres[0] = self._trajectories(rng, 1)[0]
             placed = 1
