@@ -176,3 +176,17 @@ def test_sample_cli_refuses_a_corrupt_checkpoint(tmp_path):
     proc = run_cli("sample.py", f"ckpt={ckpt}", f"graph={graph}", f"out={tmp_path / 'out'}")
     assert proc.returncode == 2 and "not a readable sg2video checkpoint" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_smoke_run_report_has_metrics_samples_and_controls(smoke_run):
+    run_dir, _ = smoke_run
+    page = (run_dir / "report.html").read_text()
+    assert '<table id="metrics"' in page and "eval.object_accuracy" in page
+    assert "eval.control_uncond/object_accuracy" in page
+    assert page.count('src="data:image/gif;base64,') >= 4  # 2 samples x (generated + ground truth)
+    assert page.count('src="data:image/png;base64,') >= 2  # graph pictures (+ loss curves)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["eval"]
+    assert metrics["long/frames"] == 7 and metrics["long/num_videos"] == 1
+    assert metrics["fidelity/features"].startswith("sg2video-video-encoder@")
+    assert {"manipulation_relation/changed_accuracy", "sg_score/g2v_top1"} <= set(metrics)

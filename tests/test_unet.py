@@ -321,3 +321,19 @@ def test_parameter_count_matches_video_diffusion_pytorch():
         ours = sum(p.numel() for p in UNet3D(dim=32, dim_mults=(1, 2, 4), cond=cond, cond_dim=64).parameters())
         print(f"UNet3D(dim=32, dim_mults=(1, 2, 4), cond={cond}, cond_dim=64): {ours:,} ({ours / peer:.2f}x)")
         assert 0.8 < ours / peer < 1.2
+
+
+def test_layout_maps_carry_each_pixels_position_inside_its_box():
+    from sg2video.unet.conditioning import Conditioning, LayoutMaps
+
+    maps_module = LayoutMaps(cond_dim=4, channels=3)
+    boxes = torch.tensor([[[[0.25, 0.5, 0.75, 1.0]]]])  # one object: x in [4, 12), y in [8, 16) at 16x16
+    cond = Conditioning(layout_boxes=boxes, layout_embed=torch.ones(1, 1, 1, 4), layout_mask=torch.ones(1, 1, 1, dtype=torch.bool))
+    maps = maps_module(cond, None, 1, 1, 16, 16)
+    assert maps.shape == (1, 5, 16, 16)
+    u, v = maps[0, 3], maps[0, 4]
+    assert u[10, 4].item() == pytest.approx(-7 / 8) and u[10, 11].item() == pytest.approx(7 / 8)
+    assert v[8, 6].item() == pytest.approx(-7 / 8) and v[15, 6].item() == pytest.approx(7 / 8)
+    assert u[:, :4].abs().sum() == 0 and u[:8].abs().sum() == 0  # zero outside the box
+    dropped = maps_module(cond, torch.tensor([True]), 1, 1, 16, 16)
+    assert dropped.abs().sum() == 0

@@ -132,12 +132,27 @@ def rasterize_boxes(boxes: torch.Tensor, values: torch.Tensor, height: int, widt
     return rearrange(maps, "n (c h) w -> n c h w", c=values.shape[-1])
 
 
+def box_coordinates(lo: torch.Tensor, hi: torch.Tensor, cells: int) -> torch.Tensor:
+    """Each cell centre's position inside the interval [lo, hi], scaled to [-1, 1]: (...) -> (..., cells)."""
+    centres = (torch.arange(cells, device=lo.device, dtype=lo.dtype) + 0.5) / cells
+    span = (hi - lo).clamp(min=1e-6)[..., None]
+    return (2 * (centres - lo[..., None]) / span - 1).clamp(-1, 1)
+
+
 class LayoutMaps(nn.Module):
-    """Per-object embeddings projected to `channels` and painted into their boxes: ((b t), channels, H, W)."""
+    """Per-object embeddings projected to `channels` and painted into their boxes, plus two channels holding
+    each pixel's position inside its object's box (x, y in [-1, 1]): ((b t), channels + 2, H, W).
+
+    The class embedding says what goes in a box; the in-box coordinates let a few convolutions draw its shape
+    (a circle is u^2 + v^2 <= 1 there) instead of having to find the box's edges first.
+    """
+
+    coord_channels = 2
 
     def __init__(self, cond_dim: int, channels: int):
         super().__init__()
         self.channels = channels
+        self.out_channels = channels + self.coord_channels
         self.proj = nn.Linear(cond_dim, channels)
 
     def forward(
@@ -146,11 +161,18 @@ class LayoutMaps(nn.Module):
         n = batch * frames
         device, dtype = self.proj.weight.device, self.proj.weight.dtype
         if cond is None or cond.layout_boxes is None or cond.layout_embed is None:
-            return torch.zeros(n, self.channels, height, width, device=device, dtype=dtype)
+            return torch.zeros(n, self.out_channels, height, width, device=device, dtype=dtype)
         boxes = _frames_first(cond.layout_boxes, batch, frames, "layout_boxes").to(dtype)
         values = self.proj(_frames_first(cond.layout_embed, batch, frames, "layout_embed").to(dtype))
         weight = _keep(drop, batch, frames, device)[:, None].expand(n, boxes.shape[1])
         if cond.layout_mask is not None:
             weight = weight & _frames_first(cond.layout_mask, batch, frames, "layout_mask").to(torch.bool)
-        values = values * weight[..., None].to(dtype)
-        return rasterize_boxes(boxes, values, height, width)
+        weight = weight.to(dtype)
+        maps = rasterize_boxes(boxes, values * weight[..., None], height, width)
+        cover_x = box_coverage(boxes[..., 0], boxes[..., 2], width) * weight[..., None]  # (N, K, W)
+        cover_y = box_coverage(boxes[..., 1], boxes[..., 3], height) * weight[..., None]  # (N, K, H)
+        u = box_coordinates(boxes[..., 0], boxes[..., 2], width)
+        v = box_coordinates(boxes[..., 1], boxes[..., 3], height)
+        u_map = torch.einsum("nkh,nkw->nhw", cover_y, cover_x * u)
+        v_map = torch.einsum("nkh,nkw->nhw", cover_y * v, cover_x)
+        return torch.cat([maps, u_map[:, None], v_map[:, None]], dim=1)

@@ -118,7 +118,7 @@ class UNet3D(nn.Module):
         self.global_embed = GlobalEmbedding(cond_dim, emb_dim) if self.cond_mode == "concat" else None
         self.cross_context = CrossAttnContext(cond_dim) if self.cond_mode == "crossattn" else None
         self.layout_maps = LayoutMaps(cond_dim, layout_channels) if self.cond_mode == "layout" else None
-        extra_in = layout_channels if self.cond_mode == "layout" else 0
+        extra_in = self.layout_maps.out_channels if self.layout_maps is not None else 0
 
         def stage(level: int, in_ch: int, out_ch: int) -> _Stage:
             return _Stage(
