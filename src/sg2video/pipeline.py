@@ -9,6 +9,7 @@ lock makes two racing jobs train it once.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from sg2video.config import config_hash, to_dict, validate
-from sg2video.rundir import stage_checkpoint
+from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
 from sg2video.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 
 
@@ -87,12 +88,30 @@ def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], P
     with _locked(entry.with_suffix(".lock")):
         if cached.exists() and _is_finished(cached):
             _copy_atomic(cached, target)
+            _restore_stage_metrics(entry, run_dir, stage)
             log(f"[{stage}] reusing cached stage {entry}")
             return target
         result = train()
         if _is_finished(result):
+            _store_stage_metrics(run_dir, entry, stage)  # before the checkpoint: last.pt marks a complete entry
             _copy_atomic(result, cached)
         return result
+
+
+def _store_stage_metrics(run_dir: Path, entry: Path, stage: str) -> None:
+    """The stage's metrics.json section beside its cached checkpoint, so a run that reuses it has them too."""
+    section = read_metrics(run_dir).get(stage)
+    if section is not None:
+        entry.mkdir(parents=True, exist_ok=True)
+        tmp = entry / f".metrics.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(section, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, entry / "metrics.json")
+
+
+def _restore_stage_metrics(entry: Path, run_dir: Path, stage: str) -> None:
+    path = entry / "metrics.json"
+    if path.exists():
+        update_metrics(run_dir, stage, {**json.loads(path.read_text()), "reused_from": str(entry)})
 
 
 def _is_finished(path: Path) -> bool:
@@ -153,6 +172,9 @@ def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = print) -> float |
     finally:
         cleanup(info)
     if info.is_main:
+        from sg2video.hparams import log_hparams
+
+        log_hparams(cfg, run_dir)  # one row per run in TensorBoard's HPARAMS tab
         log(f"finished in {time.time() - start:.0f} s. Outputs: {run_dir}")
         for name in ("metrics.json", "report.html", "samples", "tb"):
             if (run_dir / name).exists():
