@@ -74,6 +74,11 @@ def preflight(config_name: str, argv: list[str], validate: Callable[[DictConfig]
     if any(flag in argv for flag in HYDRA_INFO_FLAGS):
         return
     args = [a for a in argv if not a.startswith("-")]
+    multirun = "-m" in argv or "--multirun" in argv
+    if (config_name == "config" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not multirun
+            and not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args)):
+        _fail("several processes (WORLD_SIZE > 1) need an explicit hydra.run.dir=DIR: the default directory name "
+              "holds the start time and process id, which differ between processes")
     try:
         jobs = _expand(args)
         for job in jobs:
@@ -91,5 +96,6 @@ def preflight(config_name: str, argv: list[str], validate: Callable[[DictConfig]
 
 
 def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # every process of a torchrun job checks; one says so
+        print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT)

@@ -74,6 +74,15 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "diffusion.sampler", ("ddim", "ddpm"))
     _choice(cfg, "diffusion.space", ("pixel", "latent"))
     _choice(cfg, "train.precision", ("fp32", "bf16", "fp16"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it in every process
+    for prefix in ("train", "encoder.train"):
+        batch = OmegaConf.select(cfg, f"{prefix}.batch_size")
+        accum = OmegaConf.select(cfg, f"{prefix}.grad_accum") or 1
+        if isinstance(batch, int) and batch % (world * accum):
+            raise ConfigError(
+                f"{prefix}.batch_size={batch} must divide evenly into {world} processes x {accum} accumulation steps "
+                f"(use a multiple of {world * accum})"
+            )
     if cfg.data.name in DATASETS_WITH_ROOT:
         root = OmegaConf.select(cfg, "data.root", default=None)
         if root in (None, "", "???"):

@@ -63,6 +63,10 @@ class SkippingDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> dict:
         raise NotImplementedError
 
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """Items `indices` (what the DataLoader and the stages call for a batch)."""
+        return [self[i] for i in indices]
+
     def __getitem__(self, index: int) -> dict:
         n = len(self)
         if not 0 <= index < n:

@@ -331,7 +331,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 def _torchmetrics_fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     if len(real) < 2 or len(fake) < 2:
         return math.nan
-    metric = FrechetInceptionDistance(feature=_GivenFeatures(real.shape[1]), normalize=True)
+    metric = FrechetInceptionDistance(feature=_GivenFeatures(real.shape[1]), normalize=True, sync_on_compute=False)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     return max(0.0, float(metric.compute()))  # tiny negatives are rounding of a zero distance
@@ -343,7 +343,8 @@ def _torchmetrics_kid(
     with warnings.catch_warnings():  # it warns that it keeps every feature: these are a few thousand rows
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(
-            feature=_GivenFeatures(real.shape[1]), subsets=subsets, subset_size=subset_size, normalize=True
+            feature=_GivenFeatures(real.shape[1]), subsets=subsets, subset_size=subset_size, normalize=True,
+            sync_on_compute=False,  # eval runs on rank 0 alone
         )
     metric.update(real, real=True)
     metric.update(fake, real=False)

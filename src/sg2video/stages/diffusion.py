@@ -69,6 +69,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     if autoencoder is not None:
         channels = int(autoencoder.latent_channels)
         latent_size = size // int(autoencoder.downsample)
+    torch.manual_seed(int(cfg.train.seed))  # the initial weights are a function of train.seed
     unet = build_unet(cfg.model, channels, cond_dim)
     denoiser = Denoiser(unet, vocab.num_objects, cond_dim)
     diffusion = build_diffusion(cfg.diffusion)
@@ -94,7 +95,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         state = {**extra, "stage": "diffusion", "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None}
         generator = VideoGenerator.from_state(state, device)
-        items = data["val"].__getitems__(list(range(4)))
+        items = data["val"].__getitems__(list(range(min(4, len(data["val"])))))
         videos = generator.generate([item["graphs"] for item in items], steps=int(cfg.diffusion.sample_steps),
                                     guidance=float(cfg.diffusion.guidance), seed=0)
         real = torch.stack([item["video"] for item in items])  # (B, T, 3, H, W)

@@ -22,6 +22,8 @@ class EncoderTask:
     def __init__(self, model: EncoderPretrainer, weights: dict[str, float]) -> None:
         self.model = model
         self.weights = weights
+        # a term with weight 0 is not computed, so its head gets no gradient (DDP must be told)
+        self.find_unused_parameters = any(w == 0 for w in weights.values())
 
     def loss(self, model, batch, step):
         return model(batch, self.weights)
@@ -36,6 +38,7 @@ def retrieval(model: EncoderPretrainer, dataset, cfg: DictConfig, device) -> dic
 def run_encoder_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     data = datasets(cfg, ("train", "val"))
     vocab: Vocab = data["train"].vocab
+    torch.manual_seed(int(cfg.train.seed))  # the initial weights are a function of train.seed
     model = build_pretrainer(cfg.encoder, vocab, int(cfg.data.size))
     loop_cfg = stage_loop_config(cfg, cfg.encoder.train)
 

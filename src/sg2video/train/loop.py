@@ -244,7 +244,10 @@ def fit(
 
     train_model: nn.Module = model
     if info.enabled:  # DDP broadcasts rank 0's parameters and buffers to every rank
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # a task whose loss can leave parts of the model out (a loss weight of 0) says so
+        unused = bool(getattr(task, "find_unused_parameters", False))
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused)
         if ema_model is not None and (state is None or state.get("ema") is None):
             ema_model.load_state_dict(model.state_dict())
     if cfg.compile:
