@@ -190,3 +190,17 @@ def test_smoke_run_report_has_metrics_samples_and_controls(smoke_run):
     assert metrics["long/frames"] == 7 and metrics["long/num_videos"] == 1
     assert metrics["fidelity/features"].startswith("sg2video-video-encoder@")
     assert {"manipulation_relation/changed_accuracy", "sg_score/g2v_top1"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_latent_space_runs_every_stage_and_samples_decode_to_frames(tmp_path):
+    run_dir = tmp_path / "latent"
+    proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={run_dir}", "cache_dir=null", "diffusion.space=latent",
+                   "autoencoder.train.max_steps=3", "autoencoder.train.scale_clips=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["autoencoder"]["psnr"] > 0 and metrics["autoencoder"]["clips"] == 16
+    state = torch.load(run_dir / "checkpoints" / "diffusion" / "last.pt", weights_only=True)
+    assert state["channels"] == 4 and state["latent_size"] == 4 and state["autoencoder"] is not None
+    sample = np.load(run_dir / "samples" / "sample_000.npy")
+    assert sample.shape == (4, 16, 16, 3) and sample.dtype == np.uint8  # decoded back to pixels

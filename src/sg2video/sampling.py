@@ -65,7 +65,7 @@ class VideoGenerator:
         denoiser.load_state_dict(weights)
         autoencoder = None
         if state.get("autoencoder") is not None:
-            from sg2video.autoencoder.model import autoencoder_from_state
+            from sg2video.stages.autoencoder import autoencoder_from_state
 
             autoencoder = autoencoder_from_state(state["autoencoder"])
         diffusion = build_diffusion(OmegaConf.create(state["diffusion_config"]))

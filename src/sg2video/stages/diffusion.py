@@ -51,7 +51,8 @@ class DiffusionTask:
 def _load_autoencoder(cfg: DictConfig, run_dir: Path, device):
     if cfg.diffusion.space != "latent":
         return None, None
-    from sg2video.autoencoder.model import autoencoder_state, load_autoencoder
+    from sg2video.autoencoder.train import load_autoencoder
+    from sg2video.stages.autoencoder import autoencoder_state
 
     path = _required(run_dir, "autoencoder")
     model = load_autoencoder(path).to(device).eval().requires_grad_(False)
