@@ -73,11 +73,10 @@ class Encoder2d(nn.Module):
     """(N, C, H, W) -> (N, 2 Cz, H/f, W/f): posterior mean and log-variance stacked on channels."""
 
     def __init__(self, in_channels: int, base_channels: int, channel_mults: tuple[int, ...],
-                 num_res_blocks: int, latent_channels: int, groups: int, patch_size: int) -> None:
+                 num_res_blocks: int, latent_channels: int, groups: int) -> None:
         super().__init__()
         widths = _widths(base_channels, channel_mults)
-        self.patch_size = patch_size
-        self.conv_in = nn.Conv2d(in_channels * patch_size**2, widths[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         layers: list[nn.Module] = []
         ch = widths[0]
         for level, width in enumerate(widths):
@@ -94,8 +93,6 @@ class Encoder2d(nn.Module):
             self.conv_out.bias[latent_channels:].fill_(INITIAL_LOGVAR)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        x = rearrange(x, "n c (h p1) (w p2) -> n (c p1 p2) h w", p1=p, p2=p)  # space to depth
         h = self.body(self.conv_in(x))
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -104,9 +101,8 @@ class Decoder2d(nn.Module):
     """(N, Cz, H/f, W/f) -> (N, C, H, W), unbounded (callers clamp to [-1, 1])."""
 
     def __init__(self, out_channels: int, base_channels: int, channel_mults: tuple[int, ...],
-                 num_res_blocks: int, latent_channels: int, groups: int, patch_size: int) -> None:
+                 num_res_blocks: int, latent_channels: int, groups: int) -> None:
         super().__init__()
-        self.patch_size = patch_size
         widths = _widths(base_channels, channel_mults)[::-1]  # deepest first
         ch = widths[0]
         self.conv_in = nn.Conv2d(latent_channels, ch, 3, padding=1)
@@ -120,13 +116,11 @@ class Decoder2d(nn.Module):
                 ch = widths[level + 1]
         self.body = nn.Sequential(*layers)
         self.norm_out = group_norm(ch, groups)
-        self.conv_out = nn.Conv2d(ch, out_channels * patch_size**2, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.body(self.conv_in(z))
-        p = self.patch_size
-        x = self.conv_out(F.silu(self.norm_out(h)))
-        return rearrange(x, "n (c p1 p2) h w -> n c (h p1) (w p2)", p1=p, p2=p)  # depth to space
+        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 @dataclass
@@ -137,17 +131,19 @@ class AutoencoderOutput:
 
 
 class FrameAutoencoder(nn.Module):
-    """KL autoencoder applied to each frame of `(B, C, T, H, W)` videos in [-1, 1]; see the module docstring."""
+    """KL autoencoder applied to each frame of `(B, C, T, H, W)` videos in [-1, 1]; see the module docstring.
+
+    Defaults are conf/autoencoder/kl.yaml's (the setting measured on the shapes world at 32 px).
+    """
 
     def __init__(
         self,
         in_channels: int = 3,
-        base_channels: int = 32,
+        base_channels: int = 16,
         channel_mults: tuple[int, ...] | list[int] = (1, 2, 2),
-        latent_channels: int = 4,
+        latent_channels: int = 8,
         downsample: int = 4,
         num_res_blocks: int = 1,
-        patch_size: int = 1,
         kl_weight: float = 1e-6,
         l1_weight: float = 1.0,
         l2_weight: float = 1.0,
@@ -157,13 +153,11 @@ class FrameAutoencoder(nn.Module):
         channel_mults = tuple(int(m) for m in channel_mults)
         if downsample < 1 or downsample & (downsample - 1):
             raise ConfigError(f"autoencoder.downsample={downsample} must be a power of two (e.g. 4 or 8)")
-        if patch_size < 1 or patch_size & (patch_size - 1) or downsample % patch_size:
-            raise ConfigError(f"autoencoder.patch_size={patch_size} must be a power of two dividing downsample={downsample}")
-        levels = int(math.log2(downsample // patch_size)) + 1
+        levels = int(math.log2(downsample)) + 1
         if len(channel_mults) != levels:
             raise ConfigError(
-                f"autoencoder.channel_mults={list(channel_mults)} needs log2(downsample / patch_size) + 1 = {levels} "
-                f"entries for downsample={downsample}, patch_size={patch_size} (one per resolution)"
+                f"autoencoder.channel_mults={list(channel_mults)} needs log2(downsample) + 1 = {levels} entries "
+                f"for downsample={downsample} (one per resolution)"
             )
         for key, value in (("channels", base_channels), ("latent_channels", latent_channels),
                            ("num_res_blocks", num_res_blocks)):
@@ -172,12 +166,12 @@ class FrameAutoencoder(nn.Module):
         self.config = {
             "in_channels": in_channels, "base_channels": base_channels, "channel_mults": list(channel_mults),
             "latent_channels": latent_channels, "downsample": downsample, "num_res_blocks": num_res_blocks,
-            "patch_size": patch_size, "kl_weight": float(kl_weight), "l1_weight": float(l1_weight), "l2_weight": float(l2_weight),
+            "kl_weight": float(kl_weight), "l1_weight": float(l1_weight), "l2_weight": float(l2_weight),
             "groups": groups,
         }  # plain values: what checkpoints store to rebuild the model
         self.in_channels, self.latent_channels, self.downsample = in_channels, latent_channels, downsample
         self.kl_weight, self.l1_weight, self.l2_weight = float(kl_weight), float(l1_weight), float(l2_weight)
-        args = (base_channels, channel_mults, num_res_blocks, latent_channels, groups, patch_size)
+        args = (base_channels, channel_mults, num_res_blocks, latent_channels, groups)
         self.encoder = Encoder2d(in_channels, *args)
         self.decoder = Decoder2d(in_channels, *args)
         self.register_buffer("scale_factor", torch.tensor(1.0))
@@ -213,7 +207,8 @@ class FrameAutoencoder(nn.Module):
 
     # -- the diffusion model's interface --------------------------------------------------------
 
-    def encode(self, video: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(self, video: torch.Tensor, sample: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Video (B, C, T, H, W) in [-1, 1] -> scaled latents (B, Cz, T, H/f, W/f): the posterior mean, or a
         sample of the posterior when `sample`."""
         mean, logvar = self.posterior(video)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -28,7 +28,6 @@ _MODEL_KEYS = {
     "channel_mults": "channel_mults",
     "latent_channels": "latent_channels",
     "downsample": "downsample",
-    "patch_size": "patch_size",
     "num_res_blocks": "num_res_blocks",
     "kl_weight": "kl_weight",
     "l1_weight": "l1_weight",
