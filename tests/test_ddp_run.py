@@ -29,7 +29,7 @@ from test_pipeline import run_cli
 
 pytestmark = pytest.mark.slow
 
-SMOKE = ["+experiment=smoke", "cache_dir=null"]
+SMOKE = ["+experiment=smoke", "cache_dir=null", "model.cond=crossattn"]  # the mode its tolerance was measured on
 GLOBAL_BATCH = ["train.batch_size=4", "encoder.train.batch_size=4"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -98,4 +99,6 @@ def preflight(config_name: str, argv: list[str], validate: Callable[[DictConfig]
 def _fail(message: str) -> None:
     if os.environ.get("RANK", "0") == "0":  # every process of a torchrun job checks; one says so
         print(f"error: {message}", file=sys.stderr, flush=True)
+    else:  # let rank 0 say it before torchrun, seeing this rank exit, stops the others
+        time.sleep(3)
     raise SystemExit(USER_ERROR_EXIT)
