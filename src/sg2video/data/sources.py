@@ -7,6 +7,8 @@ each worker keeps its own count.
 """
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ def read_image(path: Path) -> np.ndarray:
         raise Unreadable(f"{path}: {err.__class__.__name__}: {err}") from None
 
 
-class SkippingDataset(torch.utils.data.Dataset):
+class SkippingDataset(torch.utils.data.Dataset, abc.ABC):
     """Base: `__getitem__(i)` returns `load(i)`, or the next readable clip after counting `i` skipped."""
 
     def __init__(self) -> None:
@@ -60,8 +62,9 @@ class SkippingDataset(torch.utils.data.Dataset):
         """How many clips were skipped because their media was unreadable (in this process)."""
         return len(self.skipped_clips)
 
+    @abc.abstractmethod
     def load(self, index: int) -> dict:
-        raise NotImplementedError
+        """Item `index` (the clips.py contract); raise `Unreadable` when its media cannot be decoded."""
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         """Items `indices` (what the DataLoader and the stages call for a batch)."""

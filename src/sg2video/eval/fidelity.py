@@ -20,6 +20,8 @@ Videos at the edges are uint8 (N, T, H, W, 3) (numpy or torch; (N, T, 3, H, W) a
 """
 from __future__ import annotations
 
+import abc
+
 import math
 import warnings
 from pathlib import Path
@@ -123,13 +125,14 @@ class FeatureExtractor(Protocol):
     def video_features(self, videos: np.ndarray) -> torch.Tensor: ...
 
 
-class _BothAtOnce:
+class _BothAtOnce(abc.ABC):
     """Base for extractors whose `features` computes frame and video features in one pass."""
 
     name: str
 
+    @abc.abstractmethod
     def features(self, videos: VideoInput) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(frame features (N*T, D), video features (N, D'))."""
 
     def frame_features(self, videos: VideoInput) -> torch.Tensor:
         return self.features(videos)[0]
