@@ -178,3 +178,18 @@ def _read_gif(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)])
+
+
+def as_thwc_uint8(frames) -> np.ndarray:
+    """A clip as uint8 (T, H, W, 3) numpy: accepts numpy or torch, (T, H, W, 3) or (T, 3, H, W).
+
+    Anything else is a ValueError naming the dtype or shape it got.
+    """
+    if hasattr(frames, "detach"):  # a torch tensor
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got dtype {frames.dtype}")
+    if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[3]):
+        raise ValueError(f"frames must be (T, H, W, 3) or (T, 3, H, W), got shape {tuple(frames.shape)}")
+    return frames if frames.shape[3] == 3 else frames.transpose(0, 2, 3, 1)

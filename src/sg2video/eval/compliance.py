@@ -39,6 +39,7 @@ import torch
 
 from sg2video.data.shapes import COLOURS, PALETTE, PREDICATES, SHAPES, object_radius, shapes_vocab, template_masks
 from sg2video.graphs import SceneGraph, Vocab
+from sg2video.video_io import as_thwc_uint8
 
 BACKGROUND_LEVEL = 60  # a pixel with every channel below this is background
 COLOUR_TOLERANCE = 48.0  # max distance to a palette colour after brightness scaling (< 63.5: unambiguous)
@@ -75,15 +76,7 @@ class Detections:
 
 
 def _as_thwc(frames: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got dtype {frames.dtype}")
-    if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[3]):
-        raise ValueError(f"frames must be (T, H, W, 3) or (T, 3, H, W), got shape {tuple(frames.shape)}")
-    if frames.shape[3] != 3:
-        frames = frames.transpose(0, 2, 3, 1)
+    frames = as_thwc_uint8(frames)
     if frames.shape[1] != frames.shape[2]:
         side = f"{frames.shape[1]}x{frames.shape[2]}"
         raise ValueError(f"frames must be square (the object size comes from the side), got {side}")

@@ -36,6 +36,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from sg2video.errors import UserError
+from sg2video.video_io import as_thwc_uint8
 
 __all__ = [
     "FeatureExtractor",
@@ -56,15 +57,7 @@ VideoInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 # Inputs
 
 
-def _as_thwc(clip: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(clip, torch.Tensor):
-        clip = clip.detach().cpu().numpy()
-    clip = np.asarray(clip)
-    if clip.dtype != np.uint8:
-        raise ValueError(f"videos must be uint8, got dtype {clip.dtype}")
-    if clip.ndim != 4 or 3 not in (clip.shape[1], clip.shape[3]):
-        raise ValueError(f"a clip must be (T, H, W, 3) or (T, 3, H, W), got shape {tuple(clip.shape)}")
-    return clip if clip.shape[3] == 3 else clip.transpose(0, 2, 3, 1)
+_as_thwc = as_thwc_uint8
 
 
 def _clips(videos: VideoInput) -> list[np.ndarray]:
