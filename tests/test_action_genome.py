@@ -401,3 +401,48 @@ def test_image_mix_co_training(ag_root, tmp_path):
     batch = collate_clips([mixed[0], mixed[5]])  # a video clip and a still clip batch together
     assert batch.video.shape == (2, 3, 3, 32, 32) and batch.graphs.num_graphs == 6
     assert len(build_dataset(cfg, "test")) == 3  # only train is mixed
+
+
+def test_image_items_train_with_temporal_attention_kept_apart(ag_root, tmp_path):
+    """The diffusion stage marks a batch's still (image) items, and the UNet receives them as (B, T) frames."""
+    import shutil
+
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from sg2video.data import build_dataset
+    from sg2video.encoder.pretrain import build_pretrainer
+    from sg2video.generator import Denoiser
+    from sg2video.sampling import build_diffusion
+    from sg2video.stages.diffusion import DiffusionTask
+    from sg2video.unet import build_unet
+
+    coco = REPO.parent / "shared" / "fixtures" / "coco"
+    coco = coco if coco.is_dir() else Path("/work/shared/fixtures/coco")
+    (tmp_path / "annotations").mkdir()
+    shutil.copy(coco / "stuff_examples.json", tmp_path / "annotations" / "stuff_train2017.json")
+    (tmp_path / "images" / "train2017").mkdir(parents=True)
+    for info in json.loads((coco / "stuff_examples.json").read_text())["images"]:
+        Image.new("RGB", (info["width"], info["height"]), (90, 140, 60)).save(tmp_path / "images" / "train2017" / info["file_name"])
+    cfg = OmegaConf.load(REPO / "conf" / "data" / "action_genome.yaml")
+    cfg.root, cfg.frames, cfg.size = str(ag_root), 3, 32
+    cfg.image_mix = {"name": "coco_stuff", "root": str(tmp_path), "ratio": 0.5}
+    mixed = build_dataset(cfg, "train")
+    enc_cfg = OmegaConf.load(REPO / "conf" / "encoder" / "gcn.yaml")
+    enc_cfg.merge_with({"layers": 1, "dim": 16, "hidden": 16, "cond_dim": 16,
+                        "video": {"embed_dim": 16, "depth": 1, "heads": 1}})
+    encoder = build_pretrainer(enc_cfg, mixed.vocab, 32).graph_encoder.eval()
+    model_cfg = OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")
+    model_cfg.merge_with({"dim": 8, "dim_mults": [1, 2], "cond": "crossattn", "prefix_frames": 0,
+                          "spatial_attn_levels": [1], "temporal_attn_levels": [0, 1], "attn_head_dim": 8})
+    denoiser = Denoiser(build_unet(model_cfg, 3, 16), mixed.vocab.num_objects, 16)
+    seen = []
+    denoiser.unet.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("still")),
+                                            with_kwargs=True)
+    task = DiffusionTask(denoiser, encoder, None, build_diffusion(OmegaConf.load(REPO / "conf" / "diffusion" / "default.yaml")),
+                         model_cfg)
+    loss = task.loss(denoiser, collate_clips([mixed[0], mixed[5], mixed[1]]), 0)["loss"]
+    assert torch.isfinite(loss)
+    assert seen[-1].tolist() == [[False] * 3, [True] * 3, [False] * 3]
+    task.loss(denoiser, collate_clips([mixed[0], mixed[1]]), 0)  # video-only batch: no mask at all
+    assert seen[-1] is None

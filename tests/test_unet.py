@@ -273,6 +273,28 @@ def test_per_frame_timesteps():
     assert d_mix[0] > 1e-2 and d_mix[1:].min() > 1e-4
 
 
+def test_still_items_are_denoised_frame_by_frame_while_video_items_mix():
+    """Image-video co-training: the frames of a still (image) item are kept apart by temporal attention, so
+    each equals that frame run alone; the video item beside it in the batch still mixes its frames."""
+    model = wake_zero_init(tiny("concat"), std=0.5)
+    x, t = inputs(frames=4)
+    cond = make_cond(2, 4)
+    still = torch.tensor([[True] * 4, [False] * 4])
+    x2 = x.clone()
+    x2[:, :, 0] += 1.0  # change frame 0 of both items
+    with torch.no_grad():
+        out, out2 = model(x, t, cond, still=still), model(x2, t, cond, still=still)
+        d_still, d_video = frame_diff(out[:1], out2[:1]), frame_diff(out[1:], out2[1:])
+        assert d_still[0] > 1e-2 and d_still[1:].max() < 1e-6
+        assert d_video[1:].min() > 1e-4
+        for f in range(4):  # a still frame is exactly the single-frame (image) prediction
+            one = Conditioning(global_vec=cond.global_vec[:1, f : f + 1])
+            torch.testing.assert_close(model(x[:1, :, f : f + 1], t[:1, f : f + 1], one), out[:1, :, f : f + 1],
+                                       rtol=1e-4, atol=1e-5)
+        # a batch with no still item runs the unmasked path: identical to passing still=None
+        torch.testing.assert_close(model(x, t, cond, still=torch.zeros(2, 4, dtype=torch.bool)), model(x, t, cond))
+
+
 def test_single_frame_equals_clip_without_temporal_attention():
     """Images (T=1) go through the same per-frame weights as clips."""
     model = tiny("concat", temporal_attn_levels=())

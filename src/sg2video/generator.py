@@ -31,9 +31,11 @@ class GraphCondition:
     obj_tokens: torch.Tensor  # (B, T, K, C) each object's token
     boxes: torch.Tensor  # (B, T, K, 4) layout boxes (given or predicted)
     obj_mask: torch.Tensor  # (B, T, K) bool
+    still: torch.Tensor | None = None  # (B, T) bool: frames of image items (co-training), kept apart in time
 
     def map(self, fn) -> "GraphCondition":
-        return GraphCondition(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+        return GraphCondition(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                                 for f in fields(self)})
 
     def repeat_batch(self, times: int) -> "GraphCondition":
         return self.map(lambda v: v.repeat(times, *([1] * (v.dim() - 1))))
@@ -50,6 +52,15 @@ class GraphCondition:
         out = {}
         for f in fields(GraphCondition):
             values = [getattr(p, f.name) for p in parts]
+            if any(v is None for v in values):
+                if f.name != "still":
+                    raise ValueError(f"cannot concatenate a GraphCondition without {f.name}")
+                batch, lengths = parts[0].global_vec.shape[0], [p.global_vec.shape[1] for p in parts]
+                values = [v if v is not None else torch.zeros(batch, n, dtype=torch.bool, device=p.global_vec.device)
+                          for v, n, p in zip(values, lengths, parts)]
+                if not any(v.any() for v in values):
+                    out[f.name] = None
+                    continue
             if values[0].dim() >= 3:
                 width = max(v.shape[2] for v in values)
                 values = [_pad_dim(v, 2, width) for v in values]
@@ -126,7 +137,8 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: GraphCondition | None = None,
                 drop_cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.unet(x, t, self.conditioning(cond), drop_cond)
+        still = cond.still if cond is not None else None
+        return self.unet(x, t, self.conditioning(cond), drop_cond, still=still)
 
 
 def repeat_condition(cond: Any, times: int) -> Any:

@@ -39,6 +39,9 @@ class DiffusionTask:
     def loss(self, model, batch, step):
         B, T = batch.batch_size, batch.num_frames
         cond = encode_condition(self.encoder, batch.graphs, B, T, self.box_source)
+        still = [bool(source.get("still", False)) for source in batch.sources]
+        if any(still):  # image items of image-video co-training: temporal attention keeps their frames apart
+            cond.still = torch.tensor(still, device=batch.video.device)[:, None].expand(B, T)
         x0 = batch.video
         if self.autoencoder is not None:
             with torch.no_grad():

@@ -132,6 +132,8 @@ class TemporalAttention(nn.Module):
     """Self-attention across the frames at each pixel, with a learned relative-position bias per head.
 
     Bidirectional: prefix frames (clean, t=0) and noisy frames all see each other. The bias starts at zero.
+    A `still` frame (B, T) bool (an image item in image-video co-training) attends to itself only and no other
+    frame attends to it, as VDM masks temporal attention for its image batch.
     """
 
     def __init__(self, ch: int, head_dim: int = 32, num_buckets: int = 32, max_distance: int = 64):
@@ -150,13 +152,20 @@ class TemporalAttention(nn.Module):
         buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
         return rearrange(self.rel_bias(buckets), "i j h -> 1 h i j")
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """x: (b t) c h w with t = `frames`."""
+    def forward(self, x: torch.Tensor, frames: int, still: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (b t) c h w with t = `frames`; still: optional (b, t) bool (see the class docstring)."""
         height = x.shape[-2]
         tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=frames)
         q, k, v = _split_heads(self.to_qkv(self.norm(tokens)), self.heads)
         if frames == 1:
             attn = v  # one key: softmax weight 1, skip the kernel
+        elif still is not None:
+            batch = still.shape[0]
+            apart = (still[:, :, None] | still[:, None, :]) & ~torch.eye(frames, dtype=torch.bool, device=x.device)
+            bias = self.position_bias(frames, x.device).to(q.dtype)
+            bias = bias.masked_fill(apart[:, None], float("-inf"))[:, None]  # (b, 1, heads, t, t)
+            q, k, v = (rearrange(a, "(b n) h t d -> b n h t d", b=batch) for a in (q, k, v))
+            attn = rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=bias), "b n h t d -> (b n) h t d")
         else:
             bias = self.position_bias(frames, x.device).to(q.dtype)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)

@@ -62,12 +62,12 @@ class _Stage(nn.Module):
         super().__init__()
         self.res, self.spatial, self.temporal = res, spatial, temporal
 
-    def forward(self, x, emb_act, frames, context, context_mask):
+    def forward(self, x, emb_act, frames, context, context_mask, still):
         x = self.res(x, emb_act)
         if self.spatial is not None:
             x = self.spatial(x, context, context_mask)
         if self.temporal is not None:
-            x = self.temporal(x, frames)
+            x = self.temporal(x, frames, still)
         return x
 
 
@@ -161,8 +161,11 @@ class UNet3D(nn.Module):
         t: torch.Tensor,
         cond: Conditioning | None = None,
         drop_cond: torch.Tensor | None = None,
+        still: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, C_in, T, H, W); t (B, T) per-frame steps (prefix frames 0) or (B,); drop_cond (B,) bool."""
+        """x (B, C_in, T, H, W); t (B, T) per-frame steps (prefix frames 0) or (B,); drop_cond (B,) bool;
+        still (B, T) bool: frames of image items (image-video co-training) that temporal attention keeps
+        apart, so each is denoised as an independent image (VDM's joint training)."""
         batch, channels, frames, height, width = x.shape
         assert channels == self.in_channels, f"expected {self.in_channels} input channels, got {channels}"
         if t.ndim == 1:
@@ -186,7 +189,10 @@ class UNet3D(nn.Module):
             h = torch.cat((h, maps.to(h.dtype)), dim=1)
         h = self.init_conv(h)
 
-        args = (emb_act, frames, context, context_mask)
+        if still is not None:
+            assert still.shape == (batch, frames), f"still must be (B, T) = {(batch, frames)}, got {tuple(still.shape)}"
+            still = still.to(x.device) if bool(still.any()) else None
+        args = (emb_act, frames, context, context_mask, still)
         skips = []
         for level, blocks in enumerate(self.down):
             if level > 0:
