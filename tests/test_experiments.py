@@ -85,6 +85,32 @@ def test_prefix_ablation_asks_for_long_timelines_and_command_line_wins():
     assert sorted(j for job in jobs for j in job if j.startswith("train.seed")) == ["train.seed=7"] * 3
 
 
+def test_a_bad_value_in_an_experiments_grid_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """The preflight composes every job of the experiment's own grid (not only the command line's): a typo
+    there is one line, exit 2, and no sweep directory."""
+    root = tmp_path / "suite"
+    (root / "experiments" / "experiment").mkdir(parents=True)
+    (root / "experiments" / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      model.cond: crossattn,layuot\n")
+    sweep = tmp_path / "sweep"
+    env = {**__import__("os").environ, "SG2VIDEO_ROOT": str(root)}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "src" / "run.py"), "-m", "+experiment=typo",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "layuot" in lines[0] and "crossattn, concat, layout, none" in lines[0]
+    assert "Traceback" not in proc.stderr and not sweep.exists()
+    # the command line's values for the key replace the grid's (Hydra's rule), so this passes the preflight
+    from sg2video.cli import preflight
+
+    monkeypatch.setenv("SG2VIDEO_ROOT", str(root))
+    assert preflight("config", ["-m", "+experiment=typo", "model.cond=crossattn,none"], validate) is None
+    with pytest.raises(SystemExit) as exit_info:
+        preflight("config", ["-m", "+experiment=typo"], validate)
+    assert exit_info.value.code == 2
+
+
 def test_smoke_experiment_still_composes():
     cfg = compose_cfg(["+experiment=smoke"], hydra_config=True)
     validate(cfg)

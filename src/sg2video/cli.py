@@ -81,6 +81,8 @@ def preflight(config_name: str, argv: list[str], validate: Callable[[DictConfig]
         _fail("several processes (WORLD_SIZE > 1) need an explicit hydra.run.dir=DIR: the default directory name "
               "holds the start time and process id, which differ between processes")
     try:
+        if multirun:
+            args = args + _grid_from_config(config_name, args)
         jobs = _expand(args)
         for job in jobs:
             GlobalHydra.instance().clear()
@@ -94,6 +96,22 @@ def preflight(config_name: str, argv: list[str], validate: Callable[[DictConfig]
         _fail(f"bad command line: {_first_line(err)}")
     finally:
         GlobalHydra.instance().clear()
+
+
+def _grid_from_config(config_name: str, args: list[str]) -> list[str]:
+    """A multirun's grid from `hydra.sweeper.params` (named experiments carry theirs) as sweep overrides, for
+    keys the command line does not set (on the command line a key wins over the grid, as in Hydra's sweeper)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(args)}
+    base = [a for a in args if "," not in a.split("=", 1)[-1]]  # the grid does not depend on swept values
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name=config_name, overrides=base, return_hydra_config=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items() if key not in given]
 
 
 def _fail(message: str) -> None:
