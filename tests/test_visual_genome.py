@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from sg2video.data.clips import collate_clips
 from sg2video.data.visual_genome import VisualGenomeDataset, VisualGenomeOptions, hash_split
-from sg2video.errors import ConfigError
+from sg2video.errors import ConfigError, UserError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "visual_genome"
 if not FIXTURES.is_dir():
@@ -170,13 +171,207 @@ def test_build_dataset_branch_and_still_clips(vg_root):
     assert item["graphs"][0].num_objects == 10
 
 
-def test_sg2im_preprocessed_needs_h5py(vg_root):
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        from sg2video.errors import UserError
+def test_sg2im_preprocessed_needs_h5py(vg_root, monkeypatch):
+    monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` now raises ImportError, installed or not
+    with pytest.raises(UserError, match="need h5py .*pip install h5py"):
+        VisualGenomeDataset(vg_root, "train", options(preprocessed="sg2im"))
 
-        with pytest.raises(UserError, match="need h5py .*pip install h5py"):
-            VisualGenomeDataset(vg_root, "train", options(preprocessed="sg2im"))
-    else:
-        pytest.skip("h5py is installed: the missing-h5py message cannot be shown")
+
+# --- sg2im's preprocessed format: what its scripts/preprocess_vg.py writes -----------------------------
+# vocab.json: object_idx_to_name ('__image__' at 0), pred_idx_to_name ('__in_image__' at 0), the two
+# name_to_idx maps (and empty attribute ones); <split>.h5: int32 arrays padded with -1 to
+# max_objects_per_image / max_relationships_per_image, boxes x, y, w, h in pixels of the original image,
+# and image_paths (variable-length str) relative to the image folder (ROOT/images).
+
+SG2IM_VOCAB_OBJECTS = ["__image__", "person", "dog", "tree", "car", "sky"]
+SG2IM_VOCAB_PREDICATES = ["__in_image__", "on", "near", "holding"]
+PERSON, DOG, TREE, CAR, SKY = 1, 2, 3, 4, 5
+ON, NEAR, HOLDING = 1, 2, 3
+COLOURS = {PERSON: (230, 20, 20), DOG: (20, 20, 230), TREE: (20, 200, 20), CAR: (230, 20, 230), SKY: (230, 230, 20)}
+# split -> image id -> (path under images/, width, height, [(class, x, y, w, h)] in file order, [(s, p, o)])
+SG2IM_IMAGES = {
+    "train": {
+        11: ("VG_100K/11.jpg", 200, 100,
+             [(SKY, 0, 0, 200, 30), (PERSON, 80, 20, 40, 60), (DOG, 130, 60, 30, 30), (TREE, 0, 10, 30, 80)],
+             [(1, NEAR, 2), (3, NEAR, 1)]),
+        12: ("VG_100K_2/12.jpg", 100, 200,
+             [(CAR, 0, 140, 50, 40), (PERSON, 50, 50, 40, 80), (TREE, 0, 0, 40, 60), (DOG, 60, 130, 30, 30),
+              (SKY, 0, 0, 100, 20)],
+             [(1, HOLDING, 3), (3, NEAR, 0)]),
+        13: ("VG_100K/13.jpg", 100, 100,
+             [(PERSON, 10, 10, 30, 30), (DOG, 50, 50, 40, 40), (TREE, 60, 0, 30, 40)],
+             [(0, NEAR, 1)]),
+    },
+    "val": {
+        21: ("VG_100K/21.jpg", 100, 100,
+             [(CAR, 0, 50, 60, 40), (TREE, 70, 0, 30, 90), (DOG, 10, 10, 30, 30)],
+             [(2, ON, 0)]),
+    },
+}
+SG2IM_MAX_OBJECTS, SG2IM_MAX_RELATIONS, SG2IM_MAX_ATTRIBUTES = 6, 4, 3
+
+
+def write_sg2im_split(h5py, path: Path, images: dict) -> None:
+    """One <split>.h5 laid out the way preprocess_vg.py writes it."""
+    arrays: dict[str, list] = {name: [] for name in (
+        "image_ids", "object_ids", "object_names", "object_boxes", "objects_per_image", "relationship_ids",
+        "relationship_subjects", "relationship_predicates", "relationship_objects", "relationships_per_image",
+        "attributes_per_object", "object_attributes")}
+    for image_id, (_, _, _, objects, triples) in images.items():
+        pad, rel_pad = SG2IM_MAX_OBJECTS - len(objects), SG2IM_MAX_RELATIONS - len(triples)
+        arrays["image_ids"].append(image_id)
+        arrays["object_ids"].append([image_id * 100 + i for i in range(len(objects))] + [-1] * pad)
+        arrays["object_names"].append([o[0] for o in objects] + [-1] * pad)
+        arrays["object_boxes"].append([list(o[1:]) for o in objects] + [[-1, -1, -1, -1]] * pad)
+        arrays["objects_per_image"].append(len(objects))
+        arrays["relationship_ids"].append([image_id * 100 + i for i in range(len(triples))] + [-1] * rel_pad)
+        for k, name in enumerate(("relationship_subjects", "relationship_predicates", "relationship_objects")):
+            arrays[name].append([t[k] for t in triples] + [-1] * rel_pad)
+        arrays["relationships_per_image"].append(len(triples))
+        arrays["attributes_per_object"].append([0] * len(objects) + [-1] * pad)
+        arrays["object_attributes"] += [[-1] * SG2IM_MAX_ATTRIBUTES] * len(objects)
+    with h5py.File(path, "w") as f:
+        for name, values in arrays.items():
+            f.create_dataset(name, data=np.asarray(values, dtype=np.int32))
+        paths = f.create_dataset("image_paths", (len(images),), dtype=h5py.special_dtype(vlen=str))
+        for i, (image_path, *_) in enumerate(images.values()):
+            paths[i] = image_path
+
+
+@pytest.fixture(scope="module")
+def sg2im_root(tmp_path_factory) -> Path:
+    """ROOT/images/VG_100K{,_2}/<id>.jpg with a coloured rectangle per object on grey, ROOT/sg2im/ with
+    vocab.json, train.h5 and val.h5 (no test.h5), and ROOT/sg2im_no_vocab/ with train.h5 only."""
+    h5py = pytest.importorskip("h5py")
+    root = tmp_path_factory.mktemp("visual_genome_sg2im")
+    for split_images in SG2IM_IMAGES.values():
+        for image_path, width, height, objects, _ in split_images.values():
+            image = Image.new("RGB", (width, height), (128, 128, 128))
+            draw = ImageDraw.Draw(image)
+            for cls, x, y, w, h in sorted(objects, key=lambda o: o[0] != SKY):  # the sky underneath the rest
+                draw.rectangle([x, y, x + w - 1, y + h - 1], fill=COLOURS[cls])
+            (root / "images" / image_path).parent.mkdir(parents=True, exist_ok=True)
+            image.save(root / "images" / image_path, quality=95, subsampling=0)
+    (root / "sg2im").mkdir()
+    (root / "sg2im_no_vocab").mkdir()
+    vocab = {  # the name -> index maps in another key order than the index order
+        "object_name_to_idx": {n: i for i, n in reversed(list(enumerate(SG2IM_VOCAB_OBJECTS)))},
+        "object_idx_to_name": SG2IM_VOCAB_OBJECTS,
+        "attribute_name_to_idx": {}, "attribute_idx_to_name": [],
+        "pred_name_to_idx": {n: i for i, n in reversed(list(enumerate(SG2IM_VOCAB_PREDICATES)))},
+        "pred_idx_to_name": SG2IM_VOCAB_PREDICATES,
+    }
+    (root / "sg2im" / "vocab.json").write_text(json.dumps(vocab))
+    for split, split_images in SG2IM_IMAGES.items():
+        write_sg2im_split(h5py, root / "sg2im" / f"{split}.h5", split_images)
+    write_sg2im_split(h5py, root / "sg2im_no_vocab" / "train.h5", SG2IM_IMAGES["train"])
+    return root
+
+
+def sg2im_options(**kw) -> VisualGenomeOptions:
+    return VisualGenomeOptions(**{"preprocessed": "sg2im", "size": 64, **kw})
+
+
+def colour_extent(frame: torch.Tensor, colour: tuple[int, int, int], tol: int = 60) -> list[int] | None:
+    """Pixel extent (x0, y0, x1, y1) of the pixels of `frame` (3, H, W) within `tol` of `colour` per channel."""
+    near = (frame.int() - torch.tensor(colour).view(3, 1, 1)).abs().amax(0) <= tol
+    ys, xs = near.nonzero(as_tuple=True)
+    return None if len(xs) == 0 else [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_sg2im_preprocessed_vocabulary_records_and_normalised_boxes(sg2im_root):
+    ds = VisualGenomeDataset(sg2im_root, "train", sg2im_options(resize="stretch"))
+    # names in vocab.json's index order (not the order of the name_to_idx maps, which is reversed there)
+    assert ds.vocab.objects == ["__image__", "person", "dog", "tree", "car", "sky"]
+    assert ds.vocab.predicates == ["__in_image__", "on", "near", "holding"]
+    assert ds.index_path is None and ds.dropped == {} and len(ds) == 3
+    # the h5 rows without their -1 padding (objects_per_image 4, 5, 3; relationships_per_image 2, 2, 1)
+    rec = {r["id"]: r for r in ds.records}
+    assert [r["id"] for r in ds.records] == [11, 12, 13]
+    assert rec[11]["path"] == "VG_100K/11.jpg" and rec[12]["path"] == "VG_100K_2/12.jpg"
+    assert rec[11]["objs"] == [5, 1, 2, 3] and rec[11]["triples"] == [[1, 2, 2], [3, 2, 1]]
+    assert rec[11]["boxes"] == [[0, 0, 200, 30], [80, 20, 40, 60], [130, 60, 30, 30], [0, 10, 30, 80]]
+    assert rec[12]["objs"] == [4, 1, 3, 2, 5] and rec[12]["triples"] == [[1, 3, 3], [3, 2, 0]]
+    assert rec[13]["objs"] == [1, 2, 3] and rec[13]["triples"] == [[0, 2, 1]]
+    assert rec[13]["boxes"] == [[10, 10, 30, 30], [50, 50, 40, 40], [60, 0, 30, 40]]
+    val = VisualGenomeDataset(sg2im_root, "val", sg2im_options())
+    assert [(r["id"], r["path"], r["objs"], r["triples"]) for r in val.records] == [
+        (21, "VG_100K/21.jpg", [4, 3, 2], [[2, 1, 0]])]
+    # stretch keeps every object; boxes are x, y, w, h / the image's width and height -> x0, y0, x1, y1
+    item = ds[0]  # image 11, 200 x 100
+    assert item["source"] == {"dataset": "visual_genome", "split": "train", "image_id": 11}
+    (graph,) = item["graphs"]
+    assert item["video"].shape == (1, 3, 64, 64)
+    assert graph.objs.tolist() == [5, 1, 2, 3] and graph.triples.tolist() == [[1, 2, 2], [3, 2, 1]]
+    assert np.allclose(graph.boxes.numpy(), [[0, 0, 1, 0.3], [0.4, 0.2, 0.6, 0.8], [0.65, 0.6, 0.8, 0.9],
+                                             [0, 0.1, 0.15, 0.9]], atol=1e-6)
+    (graph,) = ds[1]["graphs"]  # image 12, 100 x 200
+    assert np.allclose(graph.boxes.numpy(), [[0, 0.7, 0.5, 0.9], [0.5, 0.25, 0.9, 0.65], [0, 0, 0.4, 0.3],
+                                             [0.6, 0.65, 0.9, 0.8], [0, 0, 1, 0.1]], atol=1e-6)
+    # image_node: vocab.json already holds __image__ / __in_image__ (both at 0), so nothing is appended
+    node = VisualGenomeDataset(sg2im_root, "train", sg2im_options(resize="stretch", image_node=True))
+    assert node.vocab == ds.vocab
+    (graph,) = node[0]["graphs"]
+    assert graph.objs.tolist() == [5, 1, 2, 3, 0] and graph.boxes[-1].tolist() == [0, 0, 1, 1]
+    assert graph.triples.tolist() == [[1, 2, 2], [3, 2, 1], [0, 0, 4], [1, 0, 4], [2, 0, 4], [3, 0, 4]]
+
+
+@pytest.mark.parametrize("index, objs, triples, boxes, gone", [
+    # image 11, 200 x 100 -> crop to 64: scaled by 0.64 to 128 x 64, 32 px cut on the left. The tree
+    # (x 0..30 -> 0..19.2 - 32) falls wholly in the cut: it goes, with its "tree near person" triple.
+    (0, [SKY, PERSON, DOG], [[1, NEAR, 2]],
+     [[0, 0, 64, 19.2], [19.2, 12.8, 44.8, 51.2], [51.2, 38.4, 64, 57.6]], TREE),
+    # image 12, 100 x 200 -> scaled by 0.64 to 64 x 128, 32 px cut at the top: the sky (y 0..20 -> 0..12.8)
+    # goes; the tree keeps its bottom (y 50..60 -> 0..6.4), car and dog are cut at the bottom edge.
+    (1, [CAR, PERSON, TREE, DOG], [[1, HOLDING, 3], [3, NEAR, 0]],
+     [[0, 57.6, 32, 64], [32, 0, 57.6, 51.2], [0, 0, 25.6, 6.4], [38.4, 51.2, 57.6, 64]], SKY),
+])
+def test_sg2im_preprocessed_boxes_land_on_their_pixels(sg2im_root, index, objs, triples, boxes, gone):
+    ds = VisualGenomeDataset(sg2im_root, "train", sg2im_options(resize="crop"))
+    item = ds[index]
+    frame, (graph,) = item["video"][0], item["graphs"]
+    assert graph.objs.tolist() == objs and graph.triples.tolist() == triples
+    assert np.allclose(graph.boxes.numpy() * 64, boxes, atol=1e-3)
+    for cls, box in zip(objs, boxes):
+        # the object's rectangle is where its box says (to the pixel, up to resampling blur at the edges)
+        assert np.allclose(colour_extent(frame, COLOURS[cls]), box, atol=1.5), ds.vocab.objects[cls]
+        cx, cy = int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2)
+        assert (frame[:, cy, cx].int() - torch.tensor(COLOURS[cls])).abs().max() < 40
+    assert colour_extent(frame, COLOURS[gone]) is None  # the object the crop removed is not in the frame
+
+
+def test_sg2im_preprocessed_keeps_related_objects_first(sg2im_root):
+    def kept(**kw) -> dict[int, tuple[list, list]]:
+        ds = VisualGenomeDataset(sg2im_root, "train", sg2im_options(**kw))
+        return {r["id"]: (r["objs"], r["triples"]) for r in ds.records}
+
+    # 3 of image 12's 5 (car, person, tree, dog, sky): the three in relationships (car, person, dog),
+    # not the first three in file order (the tree is an orphan); triples renumbered to the new positions.
+    three = kept(max_objects_kept=3)
+    assert three[12] == ([CAR, PERSON, DOG], [[1, HOLDING, 2], [2, NEAR, 0]])
+    assert three[11] == ([PERSON, DOG, TREE], [[0, NEAR, 1], [2, NEAR, 0]])  # the sky (an orphan) goes
+    assert three[13] == ([PERSON, DOG, TREE], [[0, NEAR, 1]])  # fits: unchanged
+    ds = VisualGenomeDataset(sg2im_root, "train", sg2im_options(max_objects_kept=3))
+    assert ds.records[1]["boxes"] == [[0, 140, 50, 40], [50, 50, 40, 80], [60, 130, 30, 30]]
+    # room for one orphan: the first in file order (the tree), all back in file order
+    assert kept(max_objects_kept=4)[12] == ([CAR, PERSON, TREE, DOG], [[1, HOLDING, 3], [3, NEAR, 0]])
+    # no orphans at all
+    no_orphans = kept(use_orphaned_objects=False)
+    assert no_orphans[12] == ([CAR, PERSON, DOG], [[1, HOLDING, 2], [2, NEAR, 0]])
+    assert no_orphans[13] == ([PERSON, DOG], [[0, NEAR, 1]])
+    # fewer slots than related objects: the first two related (car, person) in file order; neither of the
+    # relationships has both ends left, so none stays
+    assert kept(max_objects_kept=2)[12] == ([CAR, PERSON], [])
+
+
+def test_sg2im_preprocessed_missing_files_are_named(sg2im_root):
+    with pytest.raises(UserError) as err:  # train.h5 and val.h5 exist, test.h5 does not
+        VisualGenomeDataset(sg2im_root, "test", sg2im_options())
+    assert str(err.value) == (f"{sg2im_root / 'sg2im' / 'test.h5'}: missing "
+                              "(sg2im's preprocess_vg.py writes train.h5, val.h5 and test.h5)")
+    for folder in ("sg2im_no_vocab", "no_such_folder"):
+        with pytest.raises(UserError) as err:
+            VisualGenomeDataset(sg2im_root, "train", sg2im_options(preprocessed=folder))
+        message = str(err.value)
+        assert message.startswith(f"{sg2im_root / folder / 'vocab.json'}: missing ")
+        assert "data.preprocessed" in message and "preprocess_vg.py" in message and "objects.json" not in message

@@ -284,7 +284,11 @@ def _import_h5py():
 def load_sg2im_preprocessed(directory: Path, split: str, opts: VisualGenomeOptions) -> dict:
     """sg2im's `vocab.json` + `<split>.h5` -> the same index layout (boxes stay in pixels: `pixel_boxes`)."""
     h5py = _import_h5py()
-    vocab = _read_json(directory / "vocab.json")
+    vocab_path = directory / "vocab.json"
+    if not vocab_path.is_file():  # _read_json's hint is about the raw release, not this folder
+        raise UserError(f"{vocab_path}: missing (data.preprocessed names the folder where sg2im's preprocess_vg.py "
+                        "wrote vocab.json, train.h5, val.h5 and test.h5)")
+    vocab = _read_json(vocab_path)
     path = directory / f"{split}.h5"
     if not path.is_file():
         raise UserError(f"{path}: missing (sg2im's preprocess_vg.py writes train.h5, val.h5 and test.h5)")
