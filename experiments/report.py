@@ -46,6 +46,8 @@ METRICS = (
     ("relation acc", "eval", "relation_accuracy"),
     ("uncond object acc", "eval", "control_uncond/object_accuracy"),
     ("uncond relation acc", "eval", "control_uncond/relation_accuracy"),
+    ("colour acc", "eval", "colour_accuracy"),
+    ("uncond colour acc", "eval", "control_uncond/colour_accuracy"),
     ("predicted-layout relation acc", "eval", "predicted_layout/relation_accuracy"),
     ("long object acc", "eval", "long/object_accuracy"),
     ("long relation acc", "eval", "long/relation_accuracy"),

@@ -202,3 +202,25 @@ def test_colour_assignment_is_unambiguous():
     assert det.detected[0].tolist() == [False] * 7 + [True]
     assert det.shape[0, 7] == 1 and det.score[0, 7] == pytest.approx(200 / 255)
     assert det.pixels[0].tolist() == [0] * 7 + [49]
+
+
+def test_colour_accuracy_counts_colours_whatever_their_shape():
+    """Colour accuracy: the graph's colours are there in object quantity. A video whose objects are the right
+    colours drawn as the wrong shape (each object's class swapped to another shape of its colour) keeps colour
+    accuracy 1.0 while object accuracy falls to 0; a black video has neither."""
+    videos, graphs = clips(32, 20, seed=4)
+    truth = score_videos(videos, graphs)
+    assert truth["colour_accuracy"] == 1.0 and truth["object_accuracy"] == 1.0
+    other_shape = [with_graphs(g, objs=(g[0].objs // 3) * 3 + (g[0].objs % 3 + 1) % 3) for g in graphs]
+    wrong = score_videos(videos, other_shape)
+    assert wrong["object_accuracy"] == 0.0 and wrong["colour_accuracy"] == 1.0
+    black = score_videos([np.zeros_like(v) for v in videos], graphs)
+    assert black["colour_accuracy"] == 0.0
+    # one object's colour erased from every frame: that object's share goes, the others stay
+    from sg2video.data.shapes import PALETTE
+
+    video, graph = videos[0].copy(), graphs[0]
+    erased = int(graph[0].objs[0]) // 3  # the first object's colour (class = colour * 3 + shape)
+    video[(video == PALETTE[erased]).all(-1)] = 0
+    result = check_video(video, graph)
+    assert graph[0].num_objects >= 2 and result.colour_accuracy == pytest.approx(1 - 1 / graph[0].num_objects)

@@ -73,6 +73,7 @@ class Detections:
     score: np.ndarray  # (T, C) float: IoU of the best template with the colour's pixels (0 without pixels)
     pixels: np.ndarray  # (T, C) int: pixels assigned to the colour
     mass: np.ndarray  # (T, C) float: their summed weights (brightness / 255)
+    present: np.ndarray | None = None  # (T, C) bool: enough of the colour for an object, whatever its shape
 
 
 def _as_thwc(frames: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -148,9 +149,10 @@ def detect_objects(frames: np.ndarray | torch.Tensor) -> Detections:
 
     shape = iou.argmax(axis=-1)  # (T, C)
     score = np.take_along_axis(iou, shape[..., None], axis=-1)[..., 0]
-    detected = (mass >= MIN_PIXEL_FRACTION * areas.min()) & (score >= MIN_IOU)
+    present = mass >= MIN_PIXEL_FRACTION * areas.min()
+    detected = present & (score >= MIN_IOU)
     position = centre - offsets[shape]
-    return Detections(detected, centre, position, shape, score, pixels, mass)
+    return Detections(detected, centre, position, shape, score, pixels, mass, present)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,6 +209,9 @@ class ComplianceResult:
     extra_objects_per_frame: np.ndarray  # (T,) int
     per_predicate_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (correct, total)
     detections: Detections | None = None
+    # share of (frame, object) pairs whose colour is there in object quantity, whatever its shape or place: a
+    # diagnostic below object accuracy (a model that has learned which colours a graph names, not yet shapes)
+    colour_accuracy: float = math.nan
 
     def over_frames(self, start: int, end: int) -> dict[str, float]:
         """The three headline metrics over frames [start, end) (e.g. one timeline segment)."""
@@ -285,6 +290,7 @@ def check_video(
         extra_objects_per_frame=extra_per_frame,
         per_predicate_counts=per_predicate_counts,
         detections=det,
+        colour_accuracy=_ratio(det.present[obj_frame, obj_colour].sum(), len(obj_frame)),
     )
 
 
@@ -320,6 +326,7 @@ def score_videos(
         "object_accuracy": mean([r.object_accuracy for r in results]),
         "relation_accuracy": mean([r.relation_accuracy for r in results]),
         "extra_objects": mean([r.extra_objects for r in results]),
+        "colour_accuracy": mean([r.colour_accuracy for r in results]),
         "per_predicate": {name: pooled[name][0] / pooled[name][1] for name in PREDICATES if name in pooled},
         "num_videos": len(results),
     }

@@ -215,8 +215,9 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     _report(cfg, run_dir, samples)
     if is_shapes:
         print(f"[eval] {num} held-out graphs: object accuracy {metrics['object_accuracy']:.3f}, relation accuracy "
-              f"{metrics['relation_accuracy']:.3f} (unconditional control: "
-              f"{metrics['control_uncond/object_accuracy']:.3f} / {metrics['control_uncond/relation_accuracy']:.3f})")
+              f"{metrics['relation_accuracy']:.3f}, colour accuracy {metrics['colour_accuracy']:.3f} (unconditional "
+              f"control: {metrics['control_uncond/object_accuracy']:.3f} / "
+              f"{metrics['control_uncond/relation_accuracy']:.3f} / {metrics['control_uncond/colour_accuracy']:.3f})")
     return metrics.get("relation_accuracy")
 
 
