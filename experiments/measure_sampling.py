@@ -1,7 +1,8 @@
 """Sampler and long-video figures for a trained shapes model, scored with the compliance checker.
 
     python experiments/measure_sampling.py RUN_DIR_OR_CKPT [--num 16] [--samplers ddim:50,ddpm:1000]
-                                           [--timeline experiments/graphs/relation_swap.json] [--json OUT]
+                                           [--control] [--timeline experiments/graphs/relation_swap.json]
+                                           [--json OUT] [--out DIR]
 
 1. The same held-out graphs drawn with each sampler (same seeds): seconds per video, object and relation accuracy.
 2. A timeline (default: a red circle that crosses from the left of a blue square to its right at frame 16, a green
@@ -54,15 +55,21 @@ def generate(generator: VideoGenerator, graph_lists: list, sampler: str, steps: 
 
 
 def sampler_table(generator: VideoGenerator, graph_lists: list, samplers: list[tuple[str, int]], guidance: float,
-                  batch: int) -> list[dict]:
+                  batch: int, control: bool = False) -> list[dict]:
+    """One row per sampler (and with `control`, the first sampler again at guidance 0: the condition dropped)."""
     rows = []
-    for sampler, steps in samplers:
-        videos, seconds = generate(generator, graph_lists, sampler, steps, guidance, batch, seed=0)
+    runs = [(sampler, steps, guidance) for sampler, steps in samplers]
+    if control and samplers:
+        runs.append((samplers[0][0], samplers[0][1], 0.0))
+    for sampler, steps, scale in runs:
+        videos, seconds = generate(generator, graph_lists, sampler, steps, scale, batch, seed=0)
         scores = score_videos([v.numpy() for v in videos], graph_lists)
-        rows.append({"sampler": sampler, "steps": steps, "seconds_per_video": seconds / len(graph_lists),
-                     "object_accuracy": scores["object_accuracy"], "relation_accuracy": scores["relation_accuracy"]})
-        print(f"  {sampler}-{steps}: {seconds:.1f} s for {len(graph_lists)} videos, "
-              f"object {scores['object_accuracy']:.3f} relation {scores['relation_accuracy']:.3f}", flush=True)
+        rows.append({"sampler": sampler, "steps": steps, "guidance": scale, "seconds_per_video": seconds / len(graph_lists),
+                     "object_accuracy": scores["object_accuracy"], "relation_accuracy": scores["relation_accuracy"],
+                     "colour_accuracy": scores["colour_accuracy"]})
+        print(f"  {sampler}-{steps} guidance {scale}: {seconds:.1f} s for {len(graph_lists)} videos, object "
+              f"{scores['object_accuracy']:.3f} relation {scores['relation_accuracy']:.3f} colour "
+              f"{scores['colour_accuracy']:.3f}", flush=True)
     return rows
 
 
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num", type=int, default=16, help="held-out graphs for the sampler comparison")
     parser.add_argument("--samplers", default="ddim:50,ddpm:1000", help="comma list of sampler:steps")
     parser.add_argument("--guidance", type=float, default=None, help="default: the run's diffusion.guidance")
-    parser.add_argument("--timeline", default=str(DEFAULT_TIMELINE))
+    parser.add_argument("--control", action="store_true", help="also the first sampler at guidance 0 (no condition)")
+    parser.add_argument("--timeline", default=str(DEFAULT_TIMELINE), help="graph JSON ('' to skip)")
     parser.add_argument("--timeline-num", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
@@ -139,8 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     items = build_dataset(cfg.data, "test").__getitems__(list(range(args.num)))
     graph_lists = [it["graphs"] for it in items]
     print(f"samplers on {len(graph_lists)} held-out graphs:", flush=True)
-    sampler_rows = sampler_table(generator, graph_lists, samplers, guidance, args.batch)
-    print(markdown(sampler_rows, ["sampler", "steps", "seconds_per_video", "object_accuracy", "relation_accuracy"]))
+    sampler_rows = sampler_table(generator, graph_lists, samplers, guidance, args.batch, args.control)
+    print(markdown(sampler_rows, ["sampler", "steps", "guidance", "seconds_per_video", "object_accuracy",
+                                  "relation_accuracy", "colour_accuracy"]))
 
     timeline_rows = []
     if args.timeline:

@@ -353,6 +353,31 @@ def test_report_on_the_local_sweep(local_sweep, tmp_path):
 
 
 @pytest.mark.slow
+def test_measure_sampling_scores_samplers_control_and_the_timeline(local_sweep, tmp_path):
+    """experiments/measure_sampling.py on the sweep's concat job: a row per sampler plus the control, and the
+    32-frame relation-swap timeline in its two segments (a 4-frame model with 1 prefix frame: 11 chunks)."""
+    sweep, _ = local_sweep
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "measure_sampling.py"), str(sweep / "0"),
+                           "--num", "2", "--samplers", "ddim:3,ddpm:50", "--control", "--timeline-num", "1",
+                           "--json", str(out), "--out", str(tmp_path / "videos")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    rows = [(r["sampler"], r["steps"], r["guidance"]) for r in figures["samplers"]]
+    assert rows == [("ddim", 3, 2.0), ("ddpm", 50, 2.0), ("ddim", 3, 0.0)]
+    for row in figures["samplers"] + figures["timeline"]:
+        assert all(0.0 <= row[k] <= 1.0 for k in ("object_accuracy", "colour_accuracy") if k in row)
+        assert row["seconds_per_video"] > 0
+    segments = [(r["model"], r["frames"]) for r in figures["timeline"]]
+    assert segments == [("conditioned", "0-15"), ("conditioned", "16-31"), ("unconditioned", "0-15"),
+                        ("unconditioned", "16-31")]
+    assert "left of" in figures["timeline"][0]["relations"] and "right of" in figures["timeline"][1]["relations"]
+    video = np.load(tmp_path / "videos" / "timeline_000.npy")
+    assert video.shape == (32, 16, 16, 3) and video.dtype == np.uint8
+
+
+@pytest.mark.slow
 def test_two_racing_runs_train_the_shared_encoder_once(tmp_path):
     cache = tmp_path / "cache"
     common = ["+experiment=smoke", "stage=encoder", f"cache_dir={cache}"]
