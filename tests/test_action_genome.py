@@ -363,26 +363,32 @@ def test_build_dataset_branch(ag_root):
     assert dataset[0]["video"].shape == (3, 3, 32, 32)
 
 
-def test_image_mix_co_training(ag_root, tmp_path):
-    """data.image_mix: COCO-Stuff still clips (the real fixture records) mixed into the train clips."""
+def mixed_config(ag_root: Path, coco_root: Path):
+    """Action Genome (3 frames, 32 px) with COCO-Stuff (the real fixture records, plain images) mixed in 1:1."""
     import shutil
 
     from omegaconf import OmegaConf
     from PIL import Image
 
+    coco = REPO.parent / "shared" / "fixtures" / "coco"
+    coco = coco if coco.is_dir() else Path("/work/shared/fixtures/coco")
+    (coco_root / "annotations").mkdir()
+    shutil.copy(coco / "stuff_examples.json", coco_root / "annotations" / "stuff_train2017.json")
+    (coco_root / "images" / "train2017").mkdir(parents=True)
+    for info in json.loads((coco / "stuff_examples.json").read_text())["images"]:
+        Image.new("RGB", (info["width"], info["height"]), (90, 140, 60)).save(coco_root / "images" / "train2017" / info["file_name"])
+    cfg = OmegaConf.load(REPO / "conf" / "data" / "action_genome.yaml")
+    cfg.root, cfg.frames, cfg.size = str(ag_root), 3, 32
+    cfg.image_mix = {"name": "coco_stuff", "root": str(coco_root), "ratio": 0.5}
+    return cfg
+
+
+def test_image_mix_co_training(ag_root, tmp_path):
+    """data.image_mix: COCO-Stuff still clips (the real fixture records) mixed into the train clips."""
     from sg2video.data import build_dataset
     from sg2video.data.mixed import MixedDataset
 
-    coco = REPO.parent / "shared" / "fixtures" / "coco"
-    coco = coco if coco.is_dir() else Path("/work/shared/fixtures/coco")
-    (tmp_path / "annotations").mkdir()
-    shutil.copy(coco / "stuff_examples.json", tmp_path / "annotations" / "stuff_train2017.json")
-    (tmp_path / "images" / "train2017").mkdir(parents=True)
-    for info in json.loads((coco / "stuff_examples.json").read_text())["images"]:
-        Image.new("RGB", (info["width"], info["height"]), (90, 140, 60)).save(tmp_path / "images" / "train2017" / info["file_name"])
-    cfg = OmegaConf.load(REPO / "conf" / "data" / "action_genome.yaml")
-    cfg.root, cfg.frames, cfg.size = str(ag_root), 3, 32
-    cfg.image_mix = {"name": "coco_stuff", "root": str(tmp_path), "ratio": 0.5}
+    cfg = mixed_config(ag_root, tmp_path)
     mixed = build_dataset(cfg, "train")
     assert isinstance(mixed, MixedDataset)
     # 5 train clips; ratio 0.5 -> as many image items (cycling through COCO's 2 kept images)
@@ -405,10 +411,7 @@ def test_image_mix_co_training(ag_root, tmp_path):
 
 def test_image_items_train_with_temporal_attention_kept_apart(ag_root, tmp_path):
     """The diffusion stage marks a batch's still (image) items, and the UNet receives them as (B, T) frames."""
-    import shutil
-
     from omegaconf import OmegaConf
-    from PIL import Image
 
     from sg2video.data import build_dataset
     from sg2video.encoder.pretrain import build_pretrainer
@@ -417,17 +420,7 @@ def test_image_items_train_with_temporal_attention_kept_apart(ag_root, tmp_path)
     from sg2video.stages.diffusion import DiffusionTask
     from sg2video.unet import build_unet
 
-    coco = REPO.parent / "shared" / "fixtures" / "coco"
-    coco = coco if coco.is_dir() else Path("/work/shared/fixtures/coco")
-    (tmp_path / "annotations").mkdir()
-    shutil.copy(coco / "stuff_examples.json", tmp_path / "annotations" / "stuff_train2017.json")
-    (tmp_path / "images" / "train2017").mkdir(parents=True)
-    for info in json.loads((coco / "stuff_examples.json").read_text())["images"]:
-        Image.new("RGB", (info["width"], info["height"]), (90, 140, 60)).save(tmp_path / "images" / "train2017" / info["file_name"])
-    cfg = OmegaConf.load(REPO / "conf" / "data" / "action_genome.yaml")
-    cfg.root, cfg.frames, cfg.size = str(ag_root), 3, 32
-    cfg.image_mix = {"name": "coco_stuff", "root": str(tmp_path), "ratio": 0.5}
-    mixed = build_dataset(cfg, "train")
+    mixed = build_dataset(mixed_config(ag_root, tmp_path), "train")
     enc_cfg = OmegaConf.load(REPO / "conf" / "encoder" / "gcn.yaml")
     enc_cfg.merge_with({"layers": 1, "dim": 16, "hidden": 16, "cond_dim": 16,
                         "video": {"embed_dim": 16, "depth": 1, "heads": 1}})
