@@ -65,9 +65,9 @@ class VideoGenerator:
         denoiser.load_state_dict(weights)
         autoencoder = None
         if state.get("autoencoder") is not None:
-            from sg2video.stages.autoencoder import autoencoder_from_state
+            from sg2video.autoencoder.model import FrameAutoencoder
 
-            autoencoder = autoencoder_from_state(state["autoencoder"])
+            autoencoder = FrameAutoencoder.from_state(state["autoencoder"])
         diffusion = build_diffusion(OmegaConf.create(state["diffusion_config"]))
         return cls(denoiser, encoder, diffusion, vocab, clip_frames=int(state["clip_frames"]),
                    prefix_frames=int(model_cfg.prefix_frames), size=int(state["image_size"]),

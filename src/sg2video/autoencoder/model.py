@@ -180,6 +180,17 @@ class FrameAutoencoder(nn.Module):
     def from_config(cls, config: dict) -> "FrameAutoencoder":
         return cls(**config)
 
+    def export_state(self) -> dict:
+        """Config + weights on the CPU: what a diffusion checkpoint carries so sampling can decode without the
+        autoencoder's own file (`from_state` rebuilds it)."""
+        return {"config": dict(self.config), "state": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "FrameAutoencoder":
+        model = cls.from_config(state["config"])
+        model.load_state_dict(state["state"])
+        return model.eval()
+
     # -- per-frame folding ----------------------------------------------------------------------
 
     def _check_video(self, video: torch.Tensor) -> None:

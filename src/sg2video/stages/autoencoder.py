@@ -15,17 +15,6 @@ from sg2video.stages.common import datasets, stage_loop_config
 from sg2video.train.distributed import DistInfo
 
 
-def autoencoder_state(model: FrameAutoencoder) -> dict:
-    """What a diffusion checkpoint carries so sampling can decode without the autoencoder's own file."""
-    return {"config": dict(model.config), "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def autoencoder_from_state(state: dict) -> FrameAutoencoder:
-    model = FrameAutoencoder.from_config(state["config"])
-    model.load_state_dict(state["state"])
-    return model.eval()
-
-
 @torch.no_grad()
 def reconstruction_metrics(model: FrameAutoencoder, dataset, num: int, device, shapes: bool) -> dict:
     from sg2video.autoencoder.model import psnr

@@ -55,11 +55,10 @@ def _load_autoencoder(cfg: DictConfig, run_dir: Path, device):
     if cfg.diffusion.space != "latent":
         return None, None
     from sg2video.autoencoder.train import load_autoencoder
-    from sg2video.stages.autoencoder import autoencoder_state
 
     path = _required(run_dir, "autoencoder")
     model = load_autoencoder(path).to(device).eval().requires_grad_(False)
-    return model, autoencoder_state(model)
+    return model, model.export_state()
 
 
 def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
