@@ -41,7 +41,9 @@ def resolve_checkpoint(path: str) -> Path:
     if p.is_dir():
         p = p / "checkpoints" / "diffusion" / "last.pt"
     if not p.is_file():
-        sys.exit(f"error: {path}: no diffusion checkpoint there (give a run dir or checkpoints/diffusion/last.pt)")
+        print(f"error: {path}: no diffusion checkpoint there (give a run dir or checkpoints/diffusion/last.pt)",
+              file=sys.stderr)
+        sys.exit(2)
     return p
 
 

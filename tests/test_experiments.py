@@ -378,6 +378,21 @@ def test_measure_sampling_scores_samplers_control_and_the_timeline(local_sweep, 
 
 
 @pytest.mark.slow
+def test_rescore_samples_scores_each_job_of_a_sweep(local_sweep, tmp_path):
+    sweep, _ = local_sweep
+    script = str(REPO_ROOT / "experiments" / "rescore_samples.py")
+    proc = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines()[2:]]
+    assert [r[0] for r in rows] == [f"| {sweep / '0'}", f"| {sweep / '1'}"]
+    assert "model.cond=concat" in rows[0][1] and "model.cond=none" in rows[1][1]
+    for row in rows:  # samples saved by the smoke eval (eval.save_samples=2), accuracies in [0, 1]
+        assert row[2] == "2" and all(0.0 <= float(v.strip(" |")) <= 1.0 for v in row[3:])
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a directory" in bad.stderr
+
+
+@pytest.mark.slow
 def test_two_racing_runs_train_the_shared_encoder_once(tmp_path):
     cache = tmp_path / "cache"
     common = ["+experiment=smoke", "stage=encoder", f"cache_dir={cache}"]
