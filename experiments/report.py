@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
-from sg2video.eval.report import _CSS, _png_uri, _sample_card, read_scalars
+from sg2video.eval.report import _png_uri, _sample_card, html_page, read_scalars
 from sg2video.video_io import write_atomic
 
 SEED_KEY = "train.seed"
@@ -486,17 +486,7 @@ def comparison_html(summary: Summary, metrics_fig: Figure | None, losses_fig: Fi
         return f'<img class="curves" src="{_png_uri(fig)}" alt="{alt}">' if fig else '<p class="note">Nothing to plot.</p>'
 
     title = f"Sweep comparison: {summary.sweep_name}"
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_CSS} h3 {{ font-size: 1em; margin-top: 1.2em; }}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p class="meta">{len(summary.jobs)} jobs in {len(summary.arms)} arms. Swept: <code>{html.escape(keys)}</code>
+    page = html_page(title, f"""<p class="meta">{len(summary.jobs)} jobs in {len(summary.arms)} arms. Swept: <code>{html.escape(keys)}</code>
 (seeds are repeats). Common overrides: <code>{html.escape(common)}</code>.</p>
 <h2>Results</h2>
 <p class="note">Mean ± sample std over seeds (n runs).</p>
@@ -512,9 +502,7 @@ reused it: shared encoders show under the arm whose job trained them.</p>
 <h2>Best and worst sample of each arm</h2>
 <p class="note">Scored one by one with the shapes compliance checker: relation accuracy, then object accuracy.</p>
 {"".join(sections)}
-</body>
-</html>
-"""
+""", extra_css=" h3 { font-size: 1em; margin-top: 1.2em; }")
     return page
 
 

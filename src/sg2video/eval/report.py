@@ -281,6 +281,23 @@ _SAMPLE_IMAGES = (
 )
 
 
+def html_page(title: str, body: str, extra_css: str = "") -> str:
+    """A self-contained HTML page: the project's style sheet, `title` as <title> and <h1>, then `body`."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_CSS}{extra_css}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+{body}</body>
+</html>
+"""
+
+
 def _sample_card(index: int, sample: Mapping[str, Any], max_bytes: int) -> str:
     caption = str(sample.get("caption") or f"sample {index}")
     figures = []
@@ -320,17 +337,7 @@ def write_report(
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cards = "".join(_sample_card(i, sample, max_image_bytes) for i, sample in enumerate(samples))
     samples_html = f'<div class="samples" id="samples">{cards}</div>' if cards else '<p class="note">No samples.</p>'
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p class="meta">Run directory <code>{html.escape(str(run_dir))}</code>, report written {generated}.</p>
+    page = html_page(title, f"""<p class="meta">Run directory <code>{html.escape(str(run_dir))}</code>, report written {generated}.</p>
 <h2>Configuration</h2>
 {_table("config", _flatten(config_summary)) if config_summary else '<p class="note">No configuration given.</p>'}
 <h2>Metrics</h2>
@@ -340,8 +347,6 @@ def write_report(
 {_plot_curves(curves)}
 <h2>Samples</h2>
 {samples_html}
-</body>
-</html>
-"""
+""")
     assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:)""", page), "the report must not reference external files"
     return write_atomic(run_dir / filename, lambda tmp: tmp.write_text(page, encoding="utf-8"))
