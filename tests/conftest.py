@@ -4,6 +4,18 @@ import os
 import pytest
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, the setting given back afterwards. The nets in unit tests are tiny: a
+    second thread's fork/join per op costs more than it saves (10x slower on a busy 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A real single-node SLURM cluster for the session (tests/slurm_cluster.py): `.conf_path`, `.env`

@@ -17,11 +17,8 @@ TINY = dict(base_channels=8, channel_mults=(1, 2, 2), latent_channels=4, downsam
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 def shapes_video(split: str = "val", clips: int = 2, size: int = 32, frames: int = 8) -> torch.Tensor:

@@ -25,11 +25,8 @@ VOCAB = shapes_vocab()
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 def small_pretrainer(seed: int = 0, **graph_kwargs) -> EncoderPretrainer:

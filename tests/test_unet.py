@@ -19,14 +19,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "model" / "unet.yaml"
 
 
 @pytest.fixture(autouse=True)
-def _seed_one_thread():
-    """These nets are tiny: with a second thread the fork/join of every op costs more than it saves (10x slower
-    on a busy 2-core machine), so run single-threaded and give the setting back afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed_one_thread(one_thread):
+    """Seeded, on one thread (conftest.one_thread)."""
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(cond: str = "none", **kw) -> UNet3D:
