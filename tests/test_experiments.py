@@ -386,8 +386,20 @@ def test_rescore_samples_scores_each_job_of_a_sweep(local_sweep, tmp_path):
     rows = [line.split(" | ") for line in proc.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == [f"| {sweep / '0'}", f"| {sweep / '1'}"]
     assert "model.cond=concat" in rows[0][1] and "model.cond=none" in rows[1][1]
-    for row in rows:  # samples saved by the smoke eval (eval.save_samples=2), accuracies in [0, 1]
-        assert row[2] == "2" and all(0.0 <= float(v.strip(" |")) <= 1.0 for v in row[3:])
+    from sg2video.data.shapes import shapes_vocab
+    from sg2video.eval.compliance import score_videos
+    from sg2video.graphs import load_graph_json
+
+    for num, row in enumerate(rows):  # the 2 samples the smoke eval saved, scored here independently
+        stems = [sweep / str(num) / "samples" / f"sample_{i:03d}" for i in range(2)]
+        videos = [np.load(f"{stem}.npy") for stem in stems]
+        graphs = [load_graph_json(f"{stem}.json", shapes_vocab()).frame_graphs(v.shape[0])
+                  for stem, v in zip(stems, videos)]
+        expected = score_videos(videos, graphs)
+        assert row[2] == "2"
+        for cell, key in zip(row[3:], ("object_accuracy", "relation_accuracy", "colour_accuracy")):
+            value = expected[key]
+            assert cell.strip(" |") == ("nan" if value != value else f"{value:.3f}")
     bad = subprocess.run([sys.executable, script, str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a directory" in bad.stderr
 
