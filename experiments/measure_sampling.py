@@ -28,7 +28,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from sg2video.data import build_dataset  # noqa: E402
 from sg2video.eval.compliance import check_video, score_videos  # noqa: E402
-from sg2video.graphs import SceneGraph, iter_triples_named, load_graph_json  # noqa: E402
+from sg2video.graphs import SceneGraph, iter_triples_named, load_graph_json, relation_segments  # noqa: E402
 from sg2video.sampling import VideoGenerator  # noqa: E402
 from sg2video.train.checkpoint import load_checkpoint  # noqa: E402
 from sg2video.video_io import write_gif, write_npy  # noqa: E402
@@ -75,11 +75,6 @@ def sampler_table(generator: VideoGenerator, graph_lists: list, samplers: list[t
     return rows
 
 
-def segments(graphs: list) -> list[tuple[int, int]]:
-    bounds = [0] + [t for t in range(1, len(graphs)) if not graphs[t].same_relations(graphs[t - 1])] + [len(graphs)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 def changing_only(graphs: list) -> list:
     """The graphs with only the triples that do not hold in every frame (the relation that changes)."""
     everywhere = set.intersection(*[set(map(tuple, g.triples.tolist())) for g in graphs])
@@ -100,7 +95,7 @@ def timeline_table(generator: VideoGenerator, graphs: list, num: int, guidance: 
         results = [check_video(v.numpy(), graphs) for v in videos]
         changed = [check_video(v.numpy(), changing) for v in videos]
         kept = videos if kept is None else kept
-        for start, end in segments(graphs):
+        for start, end in relation_segments(graphs):
             parts = [r.over_frames(start, end) for r in results]
             moved = [r.over_frames(start, end)["relation_accuracy"] for r in changed]
             rows.append({"model": label, "frames": f"{start}-{end - 1}",

@@ -501,3 +501,14 @@ def test_mutations_of_a_valid_graph_parse_or_are_refused(data):
 def test_the_unmutated_valid_graph_parses():
     spec = parse_graph(copy.deepcopy(_VALID), VOCAB, max_objects=8)
     assert spec.length == 5 and len(spec.segments) == 2
+
+
+def test_relation_segments_split_where_objects_or_relations_change():
+    from sg2video.graphs import relation_segments
+
+    a = SceneGraph([0, 1], [[0, 0, 1]])
+    b = SceneGraph([0, 1], [[0, 1, 1]])  # same objects, another predicate
+    c = SceneGraph([0, 2], [[0, 1, 1]])  # another object
+    moved = SceneGraph([0, 1], [[0, 0, 1]], boxes=[[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]])  # boxes do not split
+    assert relation_segments([a, a, moved, b, b, c]) == [(0, 3), (3, 5), (5, 6)]
+    assert relation_segments([a]) == [(0, 1)]

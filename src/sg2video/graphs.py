@@ -461,6 +461,12 @@ def write_graph_json(path: str | Path, data: dict) -> None:
     Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
+def relation_segments(graphs: Sequence[SceneGraph]) -> list[tuple[int, int]]:
+    """[start, end) frame ranges of a per-frame graph list over which objects and relations stay the same."""
+    bounds = [0] + [t for t in range(1, len(graphs)) if not graphs[t].same_relations(graphs[t - 1])] + [len(graphs)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def iter_triples_named(vocab: Vocab, graph: SceneGraph) -> Iterable[tuple[str, str, str]]:
     """(subject name, predicate name, object name) for each triple; for messages and pictures."""
     for s, p, o in graph.triples.tolist():

@@ -52,13 +52,14 @@ def compliance_metrics(videos: torch.Tensor, graph_lists: list) -> dict:
 def segment_metrics(videos: torch.Tensor, graph_lists: list) -> dict:
     """Compliance per timeline segment (runs of frames with the same relations), pooled over videos."""
     from sg2video.eval.compliance import check_video
+    from sg2video.graphs import relation_segments
 
     first, later, changes = [], [], 0
     for video, graphs in zip(videos, graph_lists):
         result = check_video(video.numpy(), graphs)
-        bounds = [0] + [t for t in range(1, len(graphs)) if not graphs[t].same_relations(graphs[t - 1])] + [len(graphs)]
-        changes += len(bounds) - 2
-        for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        segments = relation_segments(graphs)
+        changes += len(segments) - 1
+        for i, (start, end) in enumerate(segments):
             (first if i == 0 else later).append(result.over_frames(start, end))
     out = {"segments_per_video": (changes / max(1, len(graph_lists))) + 1}
     for name, group in (("first_segment", first), ("later_segments", later)):
