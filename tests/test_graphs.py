@@ -176,8 +176,15 @@ def test_duplicate_names_are_fine_when_referred_to_by_index_and_boxes_are_kept()
     assert spec.objects == [RED_CIRCLE, RED_CIRCLE, BLUE_SQUARE]
     assert spec.segments[0].triples == [(0, LEFT_OF, 1), (1, BELOW, 2)]
     assert spec.segments[0].boxes == [[0.0, 0.0, 0.25, 0.25], None, [0.5, 0.5, 1.0, 1.0]]
-    # one object without a box: the frame graph has no layout
-    assert spec.frame_graphs(1)[0].boxes is None
+    # one object without a box: the others keep theirs (shared/specs/graph_json.md: null is "no box" for that one)
+    graph = spec.frame_graphs(1)[0]
+    assert graph.has_box.tolist() == [True, False, True]
+    assert graph.boxes[0].tolist() == [0.0, 0.0, 0.25, 0.25] and graph.boxes[2].tolist() == [0.5, 0.5, 1.0, 1.0]
+    batch = GraphBatch.pack([graph])
+    assert batch.has_box.tolist() == [True, False, True]
+    back = batch.unpack()[0]
+    assert back.has_box.tolist() == [True, False, True] and torch.equal(back.boxes, graph.boxes)
+    assert graphs_to_json(VOCAB, [graph])["timeline"][0]["boxes"][1] is None
     data["boxes"][1] = [0.25, 0, 0.5, 0.25]
     boxes = parse_graph(data, VOCAB).frame_graphs(1)[0].boxes
     assert boxes is not None and boxes.tolist()[1] == [0.25, 0.0, 0.5, 0.25]

@@ -4,7 +4,9 @@ Tensor layouts, documented here once:
 - `SceneGraph.objs`: (O,) long, object class ids of one frame's graph.
 - `SceneGraph.triples`: (R, 3) long, rows `(subject, predicate, object)`; subject/object index `objs`
   (local to the graph), predicate is a predicate id.
-- `SceneGraph.boxes`: (O, 4) float `(x0, y0, x1, y1)` in [0, 1], or None when the graph has no layout.
+- `SceneGraph.boxes`: (O, 4) float `(x0, y0, x1, y1)` in [0, 1], or None when the graph has no layout;
+  `SceneGraph.box_mask`: (O,) bool, which rows of `boxes` are real (None: all of them). A graph JSON may give
+  some objects a box and others `null`: those rows are zeros with `box_mask` False.
 - `GraphBatch`: many graphs packed sg2im style, without padding: objects concatenated, triples with
   subject/object re-indexed into the concatenation, `obj_to_graph` / `triple_to_graph` give each row's
   graph. Boxes are (N_obj, 4) with `has_box` (N_obj,) saying which rows carry a real box.
@@ -90,6 +92,7 @@ class SceneGraph:
     objs: torch.Tensor
     triples: torch.Tensor
     boxes: torch.Tensor | None = None
+    box_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.objs = torch.as_tensor(self.objs, dtype=torch.long).reshape(-1)
@@ -97,6 +100,35 @@ class SceneGraph:
         if self.boxes is not None:
             self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
             assert self.boxes.shape[0] == self.objs.shape[0], "one box per object"
+        if self.box_mask is not None:
+            assert self.boxes is not None, "a box mask needs boxes"
+            self.box_mask = torch.as_tensor(self.box_mask, dtype=torch.bool).reshape(-1)
+            assert self.box_mask.shape[0] == self.objs.shape[0], "one mask entry per object"
+            if bool(self.box_mask.all()):
+                self.box_mask = None
+            elif not bool(self.box_mask.any()):
+                self.boxes = self.box_mask = None
+
+    @property
+    def has_box(self) -> torch.Tensor:
+        """(O,) bool: which objects have a real box."""
+        if self.boxes is None:
+            return torch.zeros(self.num_objects, dtype=torch.bool)
+        if self.box_mask is None:
+            return torch.ones(self.num_objects, dtype=torch.bool)
+        return self.box_mask
+
+    @property
+    def all_boxes_given(self) -> bool:
+        return self.boxes is not None and self.box_mask is None
+
+    def without_boxes(self) -> "SceneGraph":
+        """The same graph with no layout (what a person writes)."""
+        return SceneGraph(self.objs, self.triples)
+
+    def with_boxes(self, boxes: torch.Tensor) -> "SceneGraph":
+        """The same graph with every object's box set to `boxes` (O, 4)."""
+        return SceneGraph(self.objs, self.triples, boxes)
 
     @property
     def num_objects(self) -> int:
@@ -135,12 +167,8 @@ class GraphBatch:
             triples.append(shifted)
             obj_to_graph.append(torch.full((num_obj,), g_index, dtype=torch.long))
             triple_to_graph.append(torch.full((graph.num_triples,), g_index, dtype=torch.long))
-            if graph.boxes is None:
-                boxes.append(torch.zeros(num_obj, 4))
-                has_box.append(torch.zeros(num_obj, dtype=torch.bool))
-            else:
-                boxes.append(graph.boxes)
-                has_box.append(torch.ones(num_obj, dtype=torch.bool))
+            boxes.append(graph.boxes if graph.boxes is not None else torch.zeros(num_obj, 4))
+            has_box.append(graph.has_box)
             offset += num_obj
 
         def cat(parts: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
@@ -187,10 +215,10 @@ class GraphBatch:
             triples = self.triples[tri_start : tri_start + num_tri].clone()
             triples[:, 0] -= obj_start
             triples[:, 2] -= obj_start
-            boxes = None
-            if num_obj and bool(self.has_box[obj_start : obj_start + num_obj].all()):
-                boxes = self.boxes[obj_start : obj_start + num_obj]
-            graphs.append(SceneGraph(self.objs[obj_start : obj_start + num_obj], triples, boxes))
+            mask = self.has_box[obj_start : obj_start + num_obj]
+            boxes = self.boxes[obj_start : obj_start + num_obj] if num_obj and bool(mask.any()) else None
+            graphs.append(SceneGraph(self.objs[obj_start : obj_start + num_obj], triples, boxes,
+                                     mask if boxes is not None else None))
             obj_start += num_obj
             tri_start += num_tri
         return graphs
@@ -242,11 +270,13 @@ class GraphSpec:
 
 
 def _segment_graph(objects: list[int], seg: Segment) -> SceneGraph:
+    """A segment's graph; objects whose box is null keep no box (the others keep theirs)."""
     triples = torch.tensor(seg.triples, dtype=torch.long).reshape(-1, 3)
-    boxes = None
-    if seg.boxes is not None and all(b is not None for b in seg.boxes):
-        boxes = torch.tensor(seg.boxes, dtype=torch.float32)
-    return SceneGraph(torch.tensor(objects, dtype=torch.long), triples, boxes)
+    boxes = mask = None
+    if seg.boxes is not None:
+        mask = torch.tensor([b is not None for b in seg.boxes], dtype=torch.bool)
+        boxes = torch.tensor([b if b is not None else [0.0] * 4 for b in seg.boxes], dtype=torch.float32)
+    return SceneGraph(torch.tensor(objects, dtype=torch.long), triples, boxes, mask)
 
 
 _TOP_KEYS = ("objects", "relations", "boxes", "timeline", "source")
@@ -428,19 +458,29 @@ def load_graph_json(path: str | Path, vocab: Vocab, max_objects: int | None = No
     return parse_graph(data, vocab, source, max_objects)
 
 
-def graphs_to_json(vocab: Vocab, graphs: Sequence[SceneGraph], source: dict | None = None) -> dict:
+def graphs_to_json(vocab: Vocab, graphs: Sequence[SceneGraph], source: dict | None = None,
+                   every_box: bool = False) -> dict:
     """Per-frame graphs of one clip -> graph JSON in timeline form.
 
     Consecutive frames with the same relations form one segment; a segment's boxes are those of its
-    first frame. All frames must share the same objects (as a clip's do).
+    first frame. With `every_box`, frames whose boxes differ start a new segment too, so every frame's boxes
+    are written (a sampled layout's motion). All frames must share the same objects (as a clip's do).
     """
     assert graphs, "no frames"
     objs = graphs[0].objs
     assert all(torch.equal(g.objs, objs) for g in graphs), "frames of one clip share their objects"
+
+    def same(a: SceneGraph, b: SceneGraph) -> bool:
+        if not a.same_relations(b):
+            return False
+        if not every_box or a.boxes is None or b.boxes is None:
+            return not every_box or (a.boxes is None) == (b.boxes is None)
+        return torch.equal(a.boxes, b.boxes) and torch.equal(a.has_box, b.has_box)
+
     timeline: list[dict] = []
     start = 0
     for t in range(1, len(graphs) + 1):
-        if t < len(graphs) and graphs[t].same_relations(graphs[start]):
+        if t < len(graphs) and same(graphs[t], graphs[start]):
             continue
         graph = graphs[start]
         seg: dict[str, Any] = {
@@ -448,7 +488,8 @@ def graphs_to_json(vocab: Vocab, graphs: Sequence[SceneGraph], source: dict | No
             "relations": [[int(s), vocab.predicates[int(p)], int(o)] for s, p, o in graph.triples.tolist()],
         }
         if graph.boxes is not None:
-            seg["boxes"] = [[round(float(v), 6) for v in box] for box in graph.boxes.tolist()]
+            seg["boxes"] = [[round(float(v), 6) for v in box] if given else None
+                            for box, given in zip(graph.boxes.tolist(), graph.has_box.tolist())]
         timeline.append(seg)
         start = t
     data: dict[str, Any] = {"objects": [vocab.objects[int(i)] for i in objs], "timeline": timeline}

@@ -182,7 +182,9 @@ def frames_with_boxes(
     for t, g in enumerate(per_frame):
         if g.boxes is None:
             continue
-        for obj, box in zip(g.objs.tolist(), g.boxes.tolist()):
+        for obj, box, given in zip(g.objs.tolist(), g.boxes.tolist(), g.has_box.tolist()):
+            if not given:
+                continue
             colour = np.array(name_colour(vocab.objects[obj]), dtype=np.uint8) // 2
             left, top = round(box[0] * W) - 1, round(box[1] * H) - 1
             right, bottom = round(box[2] * W), round(box[3] * H)  # one past the box
