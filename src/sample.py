@@ -1,6 +1,7 @@
 """Generate videos for a scene graph: `python src/sample.py ckpt=PATH graph=FILE.json [key=value ...]`.
 
-Writes `sample_NNN.mp4`, `.gif` and `.npy` (uint8 (T, H, W, 3)) per video and `graph.png` into `out`.
+Writes `sample_NNN.mp4`, `.gif` and `.npy` (uint8 (T, H, W, 3)) per video, `sample_NNN.json` (the graph with the
+boxes the video was drawn from: the layout model's samples where the graph gives none) and `graph.png` into `out`.
 A graph longer than the model's clip is generated chunk by chunk (autoregressively).
 """
 import os
@@ -28,8 +29,10 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"frames={cfg.frames!r} must be an integer >= 1 (or null)")
     if cfg.sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"sampler={cfg.sampler!r} is not accepted (accepted: ddim, ddpm)")
-    if cfg.layout not in ("graph", "predicted"):
-        raise ConfigError(f"layout={cfg.layout!r} is not accepted (accepted: graph, predicted)")
+    from sg2video.sampling import LAYOUT_SOURCES
+
+    if cfg.layout not in LAYOUT_SOURCES:
+        raise ConfigError(f"layout={cfg.layout!r} is not accepted (accepted: {', '.join(LAYOUT_SOURCES)})")
     if not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0:
         raise ConfigError(f"guidance={cfg.guidance!r} must be a number >= 0")
 
@@ -41,7 +44,8 @@ def main(cfg: DictConfig) -> None:
     from tqdm.auto import tqdm
 
     from sg2video.diffusion import plan_chunks
-    from sg2video.graphs import load_graph_json
+    from sg2video.graphs import graphs_to_json, load_graph_json, write_graph_json
+    from sg2video.logs import progress_enabled
     from sg2video.sampling import VideoGenerator
     from sg2video.train.distributed import pick_device
     from sg2video.video_io import write_gif, write_mp4, write_npy
@@ -65,7 +69,7 @@ def main(cfg: DictConfig) -> None:
     plan_chunks(frames, generator.clip_frames, generator.prefix_frames)  # refuses what cannot be made
     graphs = spec.frame_graphs(frames)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(desc="sampling", unit="step")
+    bar = tqdm(desc="sampling", unit="step", disable=not progress_enabled())
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -73,15 +77,16 @@ def main(cfg: DictConfig) -> None:
         bar.refresh()
 
     with torch.inference_mode():
-        videos = generator.generate([graphs] * int(cfg.num), sampler=str(cfg.sampler), steps=int(cfg.steps),
-                                    guidance=float(cfg.guidance), eta=float(cfg.eta), seed=int(cfg.seed),
-                                    box_source=str(cfg.layout), progress=progress)
+        videos, drawn_from = generator.generate(
+            [graphs] * int(cfg.num), sampler=str(cfg.sampler), steps=int(cfg.steps), guidance=float(cfg.guidance),
+            eta=float(cfg.eta), seed=int(cfg.seed), layout=str(cfg.layout), progress=progress, return_graphs=True)
     bar.close()
     for i, video in enumerate(videos.numpy()):
         stem = out / f"sample_{i:03d}"
         write_mp4(f"{stem}.mp4", video, fps=int(cfg.fps))
         write_gif(f"{stem}.gif", video, fps=int(cfg.fps), scale=max(1, 128 // video.shape[1]))
         write_npy(f"{stem}.npy", video)
+        write_graph_json(f"{stem}.json", graphs_to_json(generator.vocab, drawn_from[i], every_box=True))
     draw_timeline(generator.vocab, graphs, out / "graph.png")
     print(f"wrote {len(videos)} videos of {frames} frames to {out}")
 

@@ -224,3 +224,15 @@ def test_colour_accuracy_counts_colours_whatever_their_shape():
     video[(video == PALETTE[erased]).all(-1)] = 0
     result = check_video(video, graph)
     assert graph[0].num_objects >= 2 and result.colour_accuracy == pytest.approx(1 - 1 / graph[0].num_objects)
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_the_world_move_limit_bounds_every_detected_move_of_ground_truth_and_is_reached(size):
+    from sg2video.data.shapes import ShapesDataset
+    from sg2video.eval.compliance import object_moves
+    from sg2video.eval.samples import world_move_limit
+
+    items = ShapesDataset("test", 24, size=size, frames=16).__getitems__(list(range(24)))
+    longest = max(float(object_moves(it["video"], it["graphs"]).max(initial=0.0)) for it in items)
+    assert longest <= world_move_limit(size) + 1e-9
+    assert longest >= world_move_limit(size) - 1.5  # the bound is not loose: ground truth comes close to it

@@ -205,3 +205,31 @@ def test_latent_space_runs_every_stage_and_samples_decode_to_frames(tmp_path):
     assert state["channels"] == state["autoencoder"]["config"]["latent_channels"]
     sample = np.load(run_dir / "samples" / "sample_000.npy")
     assert sample.shape == (4, 16, 16, 3) and sample.dtype == np.uint8  # decoded back to pixels
+
+
+def test_the_stage_cache_key_follows_the_code_and_every_setting_that_changes_a_stage(tmp_path):
+    import shutil
+
+    from sg2video.pipeline import cache_key, code_hash
+
+    package = tmp_path / "sg2video"
+    shutil.copytree(REPO_ROOT / "src" / "sg2video", package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {stage: code_hash(stage, package) for stage in ("autoencoder", "encoder", "layout")}
+    assert before == {stage: code_hash(stage) for stage in before}  # a copy of the same code: the same hashes
+    gcn = package / "encoder" / "gcn.py"
+    gcn.write_text(gcn.read_text() + "\n# an edit\n")
+    after = {stage: code_hash(stage, package) for stage in before}
+    assert after["encoder"] != before["encoder"] and after["layout"] != before["layout"]  # both train with the GCN
+    assert after["autoencoder"] == before["autoencoder"]
+    report = package / "eval" / "report.py"  # not part of any cached stage's training
+    report.write_text(report.read_text() + "\n# an edit\n")
+    assert {stage: code_hash(stage, package) for stage in before} == after
+
+    base = compose_cfg([])
+    key = cache_key(base, "encoder")
+    assert cache_key(compose_cfg(["train.precision=bf16"]), "encoder") != key
+    assert cache_key(compose_cfg(["train.seed=1"]), "encoder") != key
+    assert cache_key(compose_cfg(["encoder.layers=3"]), "encoder") != key
+    assert cache_key(compose_cfg(["data.num_workers=2"]), "encoder") == key  # how data is loaded, not what
+    assert cache_key(compose_cfg(["train.lr=0.01"]), "encoder") == key  # the diffusion stage's own setting
+    assert cache_key(compose_cfg(["layout.dim=64"]), "layout") != cache_key(base, "layout")

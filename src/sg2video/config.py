@@ -15,9 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sg2video.errors import ConfigError
 
-STAGES = ("all", "autoencoder", "encoder", "diffusion", "eval")
+STAGES = ("all", "autoencoder", "encoder", "layout", "diffusion", "eval")
 COND_MODES = ("crossattn", "concat", "layout", "none")
 DATASETS_WITH_ROOT = ("action_genome", "visual_genome", "coco_stuff", "gif_folder")
+
+
+def uses_layout_model(cfg: DictConfig) -> bool:
+    """Layout conditioning draws the boxes a graph does not give with the layout stage's model (layout=sampled)."""
+    return cfg.model.cond == "layout" and cfg.layout.name == "sampled"
 
 
 def register_resolvers() -> None:

@@ -24,8 +24,11 @@ class ConfigError(UserError):
 
 
 def fail(message: str) -> None:
-    """Print `message` as the single error line and exit with status 2."""
+    """Print `message` as the single error line (and put it in the run's log file) and exit with status 2."""
+    from sg2video.logs import to_log_files
+
     print(f"error: {message}", file=sys.stderr, flush=True)
+    to_log_files(f"error: {message}")
     raise SystemExit(USER_ERROR_EXIT)
 
 

@@ -9,6 +9,7 @@ lock makes two racing jobs train it once.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from sg2video.config import config_hash, to_dict, validate
+from sg2video.logs import say
+from sg2video.config import config_hash, to_dict, uses_layout_model, validate
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
 from sg2video.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 
@@ -38,22 +40,59 @@ def stage_plan(cfg: DictConfig) -> list[str]:
     if cfg.stage != "all":
         return [cfg.stage]
     plan = ["encoder", "diffusion", "eval"]
+    if uses_layout_model(cfg):
+        plan.insert(1, "layout")
     if cfg.diffusion.space == "latent":
         plan.insert(0, "autoencoder")
     return plan
 
 
+CACHED_STAGES = ("autoencoder", "encoder", "layout")
+
 # -- stage cache ---------------------------------------------------------------------------------
 
 
+# The code that trains each cached stage (paths in the sg2video package): an edit to any of them makes a new key.
+STAGE_CODE = {
+    "autoencoder": ("autoencoder", "data", "train", "graphs.py", "video_io.py", "stages/autoencoder.py",
+                    "stages/common.py"),
+    "encoder": ("encoder", "data", "train", "graphs.py", "video_io.py", "stages/encoder.py", "stages/common.py",
+                "eval/retrieval.py"),
+    "layout": ("layout", "encoder", "diffusion", "data", "train", "graphs.py", "video_io.py", "stages/layout.py",
+               "stages/common.py", "eval/layouts.py", "eval/compliance.py"),
+}
+# `train` keys every stage's loop reads (stages.common.SHARED_TRAIN_KEYS) that change what it learns
+RESULT_TRAIN_KEYS = ("seed", "precision", "compile", "deterministic")
+
+
+def code_hash(stage: str, root: Path | None = None) -> str:
+    """sha256 of the package version and of the source files that train `stage` (STAGE_CODE, under the package
+    directory `root`, default this one), 16 hex digits."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    try:
+        digest.update(version("sg2video").encode())
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        digest.update(b"source")
+    for part in STAGE_CODE[stage]:
+        files = sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]
+        for path in files:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(cfg: DictConfig, stage: str) -> str:
-    """The hash of everything that determines a stage's result."""
+    """The hash of everything that determines a stage's result: the data (not how it is loaded), the stage's
+    own config, the `train` keys that change results, and the code that trains it."""
+    if stage not in STAGE_CODE:
+        raise ValueError(f"stage {stage} is not cached")
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("num_workers",)}
-    if stage == "encoder":
-        return config_hash("encoder", data, cfg.encoder, cfg.train.seed)
-    if stage == "autoencoder":
-        return config_hash("autoencoder", data, cfg.autoencoder, cfg.train.seed)
-    raise ValueError(f"stage {stage} is not cached")
+    train = {k: OmegaConf.select(cfg, f"train.{k}") for k in RESULT_TRAIN_KEYS}
+    own = {"autoencoder": [cfg.autoencoder], "encoder": [cfg.encoder], "layout": [cfg.encoder, cfg.layout]}[stage]
+    return config_hash(stage, data, *own, train, code_hash(stage))
 
 
 @contextmanager
@@ -75,7 +114,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 
 def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], Path], info: DistInfo,
-               log: Callable[[str], None] = print) -> Path:
+               log: Callable[[str], None] = say) -> Path:
     """Reuse a finished stage from the cache, or train it and store it there."""
     target = stage_checkpoint(run_dir, stage)
     cache_root = OmegaConf.select(cfg, "cache_dir", default=None)
@@ -89,7 +128,7 @@ def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], P
         if cached.exists() and _is_finished(cached):
             _copy_atomic(cached, target)
             _restore_stage_metrics(entry, run_dir, stage)
-            log(f"[{stage}] reusing cached stage {entry}")
+            log(f"[{stage}] reusing cached stage {entry} (same config and code; cache_dir=null trains it anew)")
             return target
         result = train()
         if _is_finished(result):
@@ -143,10 +182,14 @@ def _stage_fn(name: str) -> Callable[[DictConfig, Path, DistInfo], Any]:
         from sg2video.stages.autoencoder import run_autoencoder_stage
 
         return run_autoencoder_stage
+    if name == "layout":
+        from sg2video.stages.layout import run_layout_stage
+
+        return run_layout_stage
     raise AssertionError(name)
 
 
-def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = print) -> float | None:
+def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = say) -> float | None:
     """Run the configured stages; returns the headline metric (for sweepers) when eval ran."""
     validate(cfg)
     run_dir = run_dir_of(cfg)
@@ -160,7 +203,7 @@ def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = print) -> float |
                 log(f"[{stage}] starting (run dir: {run_dir})")
             t0 = time.time()
             fn = _stage_fn(stage)
-            if stage in ("encoder", "autoencoder"):
+            if stage in CACHED_STAGES:
                 out = run_cached(cfg, run_dir, stage, lambda fn=fn: fn(cfg, run_dir, info), info, log)
             else:
                 out = fn(cfg, run_dir, info)

@@ -1,5 +1,12 @@
 """Turning graphs into videos with a trained pipeline: used by `src/sample.py`, the eval stage and the
 TensorBoard sample hook. A `VideoGenerator` is built from a diffusion checkpoint alone.
+
+Where a layout-conditioned model's boxes come from (`layout=`, the names of `LAYOUT_SOURCES`):
+- `sampled` (default): boxes the graph gives are kept, the others drawn by the layout model the checkpoint
+  carries (sg2video.layout), a different plausible layout per seed;
+- `given`: the graph's boxes; objects without one get the encoder's box head;
+- `head`: every box from the encoder's box head (the sg2im baseline), whatever the graph gives.
+Models conditioned otherwise (crossattn, concat, none) read no boxes.
 """
 from __future__ import annotations
 
@@ -16,7 +23,11 @@ from sg2video.encoder.pretrain import build_pretrainer
 from sg2video.errors import UserError
 from sg2video.generator import Denoiser, GraphCondition, build_unet, encode_condition, repeat_condition
 from sg2video.graphs import GraphBatch, SceneGraph, Vocab
+from sg2video.layout.sampler import LayoutSampler
 from sg2video.train.checkpoint import CheckpointError, load_checkpoint
+
+LAYOUT_SOURCES = ("sampled", "given", "head")
+_BOX_SOURCE = {"sampled": "graph", "given": "graph", "head": "predicted"}  # encode_condition's name for each
 
 
 def build_diffusion(diffusion_cfg: Any) -> GaussianDiffusion:
@@ -31,7 +42,7 @@ class VideoGenerator:
     def __init__(self, denoiser: Denoiser, encoder: GraphEncoder, diffusion: GaussianDiffusion, vocab: Vocab,
                  clip_frames: int, prefix_frames: int, size: int, channels: int, latent_size: int,
                  autoencoder: torch.nn.Module | None = None, max_objects: int | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", layout: LayoutSampler | None = None) -> None:
         self.denoiser = denoiser.to(device).eval()
         self.encoder = encoder.to(device).eval()
         self.autoencoder = autoencoder.to(device).eval() if autoencoder is not None else None
@@ -40,6 +51,7 @@ class VideoGenerator:
         self.size, self.channels, self.latent_size = size, channels, latent_size
         self.max_objects = max_objects
         self.device = torch.device(device)
+        self.layout = layout
 
     # -- construction --------------------------------------------------------------------------
 
@@ -69,10 +81,13 @@ class VideoGenerator:
 
             autoencoder = FrameAutoencoder.from_state(state["autoencoder"])
         diffusion = build_diffusion(OmegaConf.create(state["diffusion_config"]))
+        layout = None
+        if state.get("layout") is not None:
+            layout = LayoutSampler.from_state(state["layout"], encoder, vocab, int(enc_cfg.cond_dim), device)
         return cls(denoiser, encoder, diffusion, vocab, clip_frames=int(state["clip_frames"]),
                    prefix_frames=int(model_cfg.prefix_frames), size=int(state["image_size"]),
                    channels=int(state["channels"]), latent_size=int(state["latent_size"]),
-                   autoencoder=autoencoder, max_objects=state.get("max_objects"), device=device)
+                   autoencoder=autoencoder, max_objects=state.get("max_objects"), device=device, layout=layout)
 
     # -- conditioning --------------------------------------------------------------------------
 
@@ -85,17 +100,40 @@ class VideoGenerator:
 
     # -- sampling ------------------------------------------------------------------------------
 
+    @property
+    def reads_boxes(self) -> bool:
+        return self.denoiser.cond_mode == "layout"
+
+    def with_layouts(self, graph_lists: Sequence[Sequence[SceneGraph]], layout: str,
+                     generator: torch.Generator | None) -> list[list[SceneGraph]]:
+        """The graphs the denoiser will see: for `layout=sampled`, every missing box drawn by the layout model."""
+        if layout not in LAYOUT_SOURCES:
+            raise UserError(f"layout={layout!r} is not accepted (accepted: {', '.join(LAYOUT_SOURCES)})")
+        graph_lists = [list(frames) for frames in graph_lists]
+        if layout != "sampled" or not self.reads_boxes:
+            return graph_lists
+        if all(g.all_boxes_given for frames in graph_lists for g in frames):
+            return graph_lists
+        if self.layout is None:
+            raise UserError("this checkpoint has no layout model (it was trained with layout=given or layout=head): "
+                            "give every object a box, or use layout=head (the encoder's box head)")
+        return self.layout.fill(graph_lists, generator)
+
     @torch.no_grad()
     def generate(self, graph_lists: Sequence[Sequence[SceneGraph]], sampler: str = "ddim", steps: int = 50,
-                 guidance: float = 2.0, eta: float = 0.0, seed: int = 0, box_source: str = "graph",
-                 progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """uint8 videos (B, T, H, W, 3) for B per-frame graph lists of equal length T."""
+                 guidance: float = 2.0, eta: float = 0.0, seed: int = 0, layout: str = "sampled",
+                 progress: Callable[[int, int], None] | None = None, return_graphs: bool = False):
+        """uint8 videos (B, T, H, W, 3) for B per-frame graph lists of equal length T (and, with `return_graphs`,
+        the per-frame graphs they were drawn from, sampled boxes included). Every random draw (layouts, noise)
+        comes from one generator on this generator's device, seeded with `seed`."""
         lengths = {len(frames) for frames in graph_lists}
         if len(lengths) != 1:
             raise UserError(f"all videos of one call need the same length, got {sorted(lengths)}")
         total = lengths.pop()
         batch = len(graph_lists)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        graph_lists = self.with_layouts(graph_lists, layout, generator)
+        box_source = _BOX_SOURCE[layout]
         schedule = self.diffusion.schedule
         factory = lambda: make_sampler(sampler, schedule, steps, eta)  # noqa: E731
         clip_x0 = self.autoencoder is None  # latents are not bounded to [-1, 1]
@@ -111,7 +149,8 @@ class VideoGenerator:
                                self.latent_size, self.latent_size, batch=batch, guidance=guidance,
                                generator=generator, device=self.device, clip_x0=clip_x0, progress=progress,
                                repeat_cond=repeat_condition)
-        return self.to_uint8(x)
+        videos = self.to_uint8(x)
+        return (videos, graph_lists) if return_graphs else videos
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         if self.autoencoder is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sg2video.logs import say
 from sg2video.autoencoder.model import FrameAutoencoder
 from sg2video.data.clips import video_to_model
 from sg2video.errors import ConfigError
@@ -106,7 +107,7 @@ def train_autoencoder(
     loop_cfg: LoopConfig | None = None,
     dist_info: DistInfo | None = None,
     progress: bool = True,
-    log=print,
+    log=say,
 ) -> FitResult:
     """Train (or resume) the autoencoder in `run_dir/checkpoints/autoencoder/`.
 

@@ -330,3 +330,24 @@ def score_videos(
         "per_predicate": {name: pooled[name][0] / pooled[name][1] for name in PREDICATES if name in pooled},
         "num_videos": len(results),
     }
+
+
+def graph_colours(graphs: SceneGraph | Sequence[SceneGraph], vocab: Vocab | None = None) -> np.ndarray:
+    """Palette index of each object of a clip's graph ("<colour> <shape>" classes; a clip's frames share them)."""
+    graph = graphs if isinstance(graphs, SceneGraph) else graphs[0]
+    class_colour, _ = _class_tables(vocab) if vocab is not None else _DEFAULT_TABLES
+    colours = class_colour[graph.objs.numpy()]
+    if (colours < 0).any():
+        raise ValueError("object classes must be shapes-world classes \"<colour> <shape>\"")
+    return colours
+
+
+def object_moves(frames: np.ndarray | torch.Tensor, graphs: SceneGraph | Sequence[SceneGraph],
+                 vocab: Vocab | None = None) -> np.ndarray:
+    """How far each of the graph's objects moves from one frame to the next, in pixels (nominal centres), for
+    every pair of consecutive frames where it is detected in both: flat float array."""
+    det = detect_objects(frames)
+    colours = graph_colours(graphs, vocab)
+    both = det.detected[1:, colours] & det.detected[:-1, colours]  # (T - 1, K)
+    step = np.linalg.norm(det.position[1:, colours] - det.position[:-1, colours], axis=-1)
+    return step[both]

@@ -3,7 +3,10 @@ and see whether the change shows while the rest stays.
 
 1. `manipulate_graph` changes a clip's per-frame graphs in one place, in every frame:
    - `relation`: one object pair's predicate becomes its opposite ("left of" <-> "right of", "above" <->
-     "below"); every triple of that pair (either direction) flips, so the graph stays consistent;
+     "below"); every triple of that pair (either direction) flips. The pair is drawn among those whose flip
+     leaves every frame's relations drawable (`relations_satisfiable`: some placement of the centres satisfies
+     them all by the world's rule), since no model can show "A left of B, B left of C, C left of A"; only when
+     no pair qualifies is any pair taken;
    - `object`: one object's class becomes a class whose colour no other object has (any shape), so the
      shapes-world checker can tell it apart.
    The graphs keep their rows (same objects and triples, in the same order), so outcomes before and after
@@ -102,6 +105,39 @@ def _colour_shape(name: str) -> tuple[int, int] | None:
     return None
 
 
+def relations_satisfiable(graph: SceneGraph, vocab: Vocab, iterations: int = 400) -> bool:
+    """Whether some placement of the objects' centres satisfies every triple of `graph` by the world's rule
+    (shared/specs/shapes_world.md: the predicate's sign on its axis, that axis the major one).
+
+    Each triple is two linear constraints on the centres, `sign * d_axis >= |d_other|` and `sign * d_axis >= 1`
+    (strictness; the rule is scale-free); the squared hinge of their violations is convex and reaches 0 exactly
+    when they can all hold, so gradient descent from the origin decides it. Predicates without a rule: True.
+    """
+    from sg2video.eval.compliance import PREDICATE_RULES
+
+    names = [vocab.predicates[p] for p in graph.triples[:, 1].tolist()]
+    if not names or any(n not in PREDICATE_RULES for n in names):
+        return True
+    K = graph.num_objects
+    rows = []  # constraint rows over the flattened centres (x0, y0, x1, y1, ...) and their lower bounds
+    for (s, _, o), name in zip(graph.triples.tolist(), names):
+        axis, sign = PREDICATE_RULES[name]
+        along, across = np.zeros(2 * K), np.zeros(2 * K)
+        along[2 * o + axis], along[2 * s + axis] = sign, -sign
+        across[2 * o + 1 - axis], across[2 * s + 1 - axis] = 1.0, -1.0
+        rows += [(along - across, 0.0), (along + across, 0.0), (along, 1.0)]
+    A = np.array([r for r, _ in rows])
+    b = np.array([v for _, v in rows])
+    z = np.zeros(2 * K)
+    step = 1.0 / max(1.0, float(np.linalg.norm(A, 2)) ** 2)
+    for _ in range(iterations):
+        gap = np.maximum(b - A @ z, 0.0)
+        if gap.max() < 1e-6:
+            return True
+        z += step * A.T @ gap
+    return bool(np.maximum(b - A @ z, 0.0).max() < 1e-3)
+
+
 def _flip_relation(graphs: list[SceneGraph], vocab: Vocab, rng: np.random.Generator) -> tuple[list[SceneGraph], Change]:
     flippable = {vocab.predicate_id(name): vocab.predicate_id(other) for name, other in OPPOSITE.items()}
     flippable = {p: q for p, q in flippable.items() if p is not None and q is not None}
@@ -110,7 +146,9 @@ def _flip_relation(graphs: list[SceneGraph], vocab: Vocab, rng: np.random.Genera
     )  # fmt: skip
     if not pairs:
         raise ValueError(f"no relation to flip: no triple has a predicate among {', '.join(OPPOSITE)}")
-    pair = pairs[int(rng.integers(len(pairs)))]
+    drawable = [pair for pair in pairs if all(relations_satisfiable(g, vocab) for g in _flipped(graphs, pair, flippable))]
+    choices = drawable or pairs
+    pair = choices[int(rng.integers(len(choices)))]
 
     new_graphs, changed_rows, frames_changed = [], [], 0
     first: tuple[SceneGraph, int] | None = None  # (graph, triple) of the first change, for the description
@@ -135,6 +173,20 @@ def _flip_relation(graphs: list[SceneGraph], vocab: Vocab, rng: np.random.Genera
         unchanged=Selection(~changed, np.ones(num_objects, dtype=bool)),
         description=description,
     )
+
+
+def _flipped(graphs: list[SceneGraph], pair: tuple[int, int], flippable: dict[int, int]) -> list[SceneGraph]:
+    """The distinct frame graphs with the pair's flippable triples flipped (for the satisfiability check)."""
+    out: list[SceneGraph] = []
+    for graph in graphs:
+        if out and graph.same_relations(out[-1]):
+            continue
+        triples = graph.triples.clone()
+        for k, (s, p, o) in enumerate(triples.tolist()):
+            if (min(s, o), max(s, o)) == pair and p in flippable:
+                triples[k, 1] = flippable[p]
+        out.append(SceneGraph(graph.objs, triples))
+    return out
 
 
 def _replace_object(

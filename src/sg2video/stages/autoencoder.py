@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from sg2video.autoencoder.model import FrameAutoencoder
 from sg2video.autoencoder.train import load_autoencoder, train_autoencoder
 from sg2video.data.clips import collate_clips
+from sg2video.logs import say
 from sg2video.rundir import stage_checkpoint, update_metrics
 from sg2video.stages.common import datasets, stage_loop_config
 from sg2video.train.distributed import DistInfo
@@ -41,5 +42,5 @@ def run_autoencoder_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Pat
         model = load_autoencoder(path, info.device)
         metrics = reconstruction_metrics(model, data["val"], 64, info.device, cfg.data.name == "shapes")
         update_metrics(run_dir, "autoencoder", metrics)
-        print(f"[autoencoder] held-out reconstruction PSNR {metrics['psnr']:.1f} dB")
+        say(f"[autoencoder] held-out reconstruction PSNR {metrics['psnr']:.1f} dB")
     return path

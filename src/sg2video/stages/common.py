@@ -7,6 +7,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sg2video.data import build_dataset
+from sg2video.errors import UserError
+from sg2video.logs import say
+from sg2video.rundir import stage_checkpoint
 from sg2video.train.loop import LoopConfig
 
 # Keys of `train` that every stage shares; a stage's own block (e.g. `encoder.train`) sets the rest.
@@ -20,6 +23,14 @@ def stage_loop_config(cfg: DictConfig, own: Any | None) -> LoopConfig:
     shared = {k: cfg.train[k] for k in SHARED_TRAIN_KEYS if k in cfg.train}
     merged = OmegaConf.merge(OmegaConf.create(shared), own)
     return LoopConfig.from_cfg(merged)
+
+
+def required_checkpoint(run_dir: Path, stage: str) -> Path:
+    """The finished checkpoint of an earlier stage in this run dir, or a UserError saying which stage to run."""
+    path = stage_checkpoint(run_dir, stage)
+    if not path.exists():
+        raise UserError(f"{path} is missing: run stage={stage} (or stage=all) in this run directory first")
+    return path
 
 
 def datasets(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val")) -> dict[str, Any]:
@@ -44,7 +55,7 @@ def report_skipped(stage: str, dataset, run_dir: Path) -> int:
     """Say how many clips a dataset skipped because their media was unreadable (and record it)."""
     skipped = int(getattr(dataset, "skipped", 0) or 0)
     if skipped:
-        print(f"[{stage}] skipped {skipped} unreadable clips of the training data (see the dataset's log lines)")
+        say(f"[{stage}] skipped {skipped} unreadable clips of the training data (see the dataset's log lines)")
     from sg2video.rundir import read_metrics, update_metrics
 
     section = dict(read_metrics(run_dir).get("data", {}))

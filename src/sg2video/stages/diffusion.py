@@ -6,23 +6,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sg2video.config import to_dict
+from sg2video.config import to_dict, uses_layout_model
 from sg2video.data.clips import collate_clips
-from sg2video.errors import UserError
 from sg2video.generator import Denoiser, build_unet, encode_condition
 from sg2video.rundir import stage_checkpoint
 from sg2video.sampling import VideoGenerator, build_diffusion
-from sg2video.stages.common import datasets, report_skipped, stage_loop_config
+from sg2video.stages.common import datasets, report_skipped, required_checkpoint, stage_loop_config
 from sg2video.stages.encoder import load_pretrainer
 from sg2video.train.distributed import DistInfo
 from sg2video.train.loop import Hook, fit
-
-
-def _required(run_dir: Path, stage: str) -> Path:
-    path = stage_checkpoint(run_dir, stage)
-    if not path.exists():
-        raise UserError(f"{path} is missing: run stage={stage} (or stage=all) in this run directory first")
-    return path
 
 
 class DiffusionTask:
@@ -56,14 +48,23 @@ def _load_autoencoder(cfg: DictConfig, run_dir: Path, device):
         return None, None
     from sg2video.autoencoder.train import load_autoencoder
 
-    path = _required(run_dir, "autoencoder")
+    path = required_checkpoint(run_dir, "autoencoder")
     model = load_autoencoder(path).to(device).eval().requires_grad_(False)
     return model, model.export_state()
 
 
+def _layout_state(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The layout stage's model, carried in this stage's checkpoint so that sampling needs that file alone."""
+    if not uses_layout_model(cfg):
+        return None
+    from sg2video.stages.layout import load_layout_state
+
+    return load_layout_state(required_checkpoint(run_dir, "layout"))
+
+
 def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     device = info.device
-    pretrainer, vocab, enc_state = load_pretrainer(_required(run_dir, "encoder"))
+    pretrainer, vocab, enc_state = load_pretrainer(required_checkpoint(run_dir, "encoder"))
     encoder = pretrainer.graph_encoder.to(device).eval().requires_grad_(False)
     cond_dim = int(enc_state["encoder_config"]["cond_dim"])
     autoencoder, ae_state = _load_autoencoder(cfg, run_dir, device)
@@ -90,6 +91,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         "clip_frames": int(cfg.data.frames),
         "max_objects": int(cfg.data.get("max_objects", 0)) or None,
         "autoencoder": ae_state,
+        "layout": _layout_state(cfg, run_dir),
     }
 
     def log_samples(step, model, ema, writer):
@@ -99,8 +101,9 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
                  "ema": ema.state_dict() if ema is not None else None}
         generator = VideoGenerator.from_state(state, device)
         items = data["val"].__getitems__(list(range(min(4, len(data["val"])))))
-        videos = generator.generate([item["graphs"] for item in items], steps=int(cfg.diffusion.sample_steps),
-                                    guidance=float(cfg.diffusion.guidance), seed=0)
+        box_free = [[g.without_boxes() for g in item["graphs"]] for item in items]  # as people write graphs
+        videos = generator.generate(box_free, steps=int(cfg.diffusion.sample_steps),
+                                    guidance=float(cfg.diffusion.guidance), seed=0, layout=str(cfg.layout.name))
         real = torch.stack([item["video"] for item in items])  # (B, T, 3, H, W)
         fake = videos.permute(0, 1, 4, 2, 3)
         writer.add_video("diffusion/samples", torch.cat([real, fake]), step, fps=4)

@@ -11,6 +11,7 @@ from sg2video.data.clips import collate_clips
 from sg2video.encoder.pretrain import EncoderPretrainer, build_pretrainer, loss_weights
 from sg2video.eval.retrieval import evaluate_retrieval
 from sg2video.graphs import Vocab
+from sg2video.logs import say
 from sg2video.rundir import stage_checkpoint, update_metrics
 from sg2video.stages.common import datasets, report_skipped, stage_loop_config, write_scalars
 from sg2video.train.checkpoint import load_checkpoint
@@ -64,7 +65,7 @@ def run_encoder_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         metrics = retrieval(result.model, data["val"], cfg, info.device)
         metrics["steps"] = result.step
         update_metrics(run_dir, "encoder", metrics)
-        print(f"[encoder] retrieval on held-out clips: graph->video top-1 {metrics['g2v_top1']:.3f} "
+        say(f"[encoder] retrieval on held-out clips: graph->video top-1 {metrics['g2v_top1']:.3f} "
               f"top-5 {metrics['g2v_top5']:.3f}, video->graph top-1 {metrics['v2g_top1']:.3f}")
     return stage_checkpoint(run_dir, "encoder")
 

@@ -1,45 +1,70 @@
-"""Stage `eval`: sample the held-out split's graphs with the trained pipeline, measure, and report.
+"""Stage `eval`: sample held-out graphs with the trained pipeline, measure, and report.
 
-Metrics (all into `metrics.json["eval"]` and TensorBoard):
-- compliance (shapes world): object / relation accuracy, extra objects, per predicate; the same for an
-  unconditional control (the same model with its condition dropped, guidance 0), which must score far
-  lower or the conditioning is not used; in layout mode also with boxes from the encoder's box head;
-- long videos: held-out clips of `eval.long_frames` frames (their relations change as objects move)
-  generated chunk by chunk, compliance per timeline segment;
-- SG score: retrieval of generated videos against their graphs with the pretrained encoder;
-- fidelity: FID/KID per frame and a video Frechet distance with the named features; temporal change;
-- manipulation (SGDiff): one relation or object changed, regenerated with the same seed.
+People write graphs without boxes, so the headline is measured on the held-out graphs with their boxes removed:
+a layout-conditioned model draws its boxes as `layout` says (sampled by the layout model by default; the box
+head for `layout=head`; `layout=given` falls back to the box head too, having nothing else). Measurements, in the
+order the stage runs them (each a function below; all into `metrics.json["eval"]` and TensorBoard):
+- headline compliance (shapes world): object / relation / colour accuracy, extra objects, per predicate, of the
+  box-free samples (top-level keys, and what the sweeper gets);
+- `given_boxes/...`: the same graphs with the data's boxes (a layout-conditioned model only: what it does when
+  handed the layout); `box_head/...`: boxes from the encoder's box head (the sg2im baseline) when the layout
+  model is the default;
+- `control_uncond/...`: the same model with its condition dropped (guidance 0): conditioning must beat it;
+- `diversity/...`: several samples of one graph: how far apart the same object lands, and the pixel difference;
+- `long/...`: held-out clips of `eval.long_frames` frames, box-free, made chunk by chunk: compliance per
+  timeline segment, and `long/teleport_rate`, the share of frame-to-frame object moves longer than any the
+  world's own objects can make;
+- `manipulation_*`: SGDiff's check, box-free: one relation or object changed, regenerated with the same seed;
+- SG score (retrieval of the samples against their graphs) and fidelity (FID/KID per frame, video FD).
 Then `report.html`: config, metrics, loss curves, and samples beside their graphs and ground truth.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from sg2video.data import build_dataset
-from sg2video.errors import UserError
+from sg2video.graphs import SceneGraph
+from sg2video.logs import say
 from sg2video.rundir import read_metrics, samples_dir, stage_checkpoint, update_metrics
 from sg2video.sampling import VideoGenerator
-from sg2video.stages.common import tb_writer, write_scalars
+from sg2video.stages.common import required_checkpoint, tb_writer, write_scalars
 from sg2video.train.distributed import DistInfo
 
+GraphLists = Sequence[Sequence[SceneGraph]]
 
-def generate_for_graphs(generator: VideoGenerator, graph_lists: list, cfg: DictConfig, guidance: float,
-                        box_source: str = "graph", seed_offset: int = 0) -> torch.Tensor:
-    out = []
+
+def box_free(graph_lists: GraphLists) -> list[list[SceneGraph]]:
+    """The graphs as a person writes them: no boxes."""
+    return [[g.without_boxes() for g in frames] for frames in graph_lists]
+
+
+def generate_for_graphs(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
+                        layout: str, seed_offset: int = 0, return_graphs: bool = False):
+    """Videos for many graphs, `eval.batch_size` at a time, each batch seeded by its position."""
+    videos, used = [], []
     bs = int(cfg.eval.batch_size)
     for start in range(0, len(graph_lists), bs):
-        out.append(generator.generate(graph_lists[start : start + bs], sampler=str(cfg.eval.sampler),
-                                      steps=int(cfg.eval.sample_steps), guidance=guidance,
-                                      seed=int(cfg.eval.seed) + seed_offset + start, box_source=box_source))
-    return torch.cat(out)
+        part, graphs = generator.generate(graph_lists[start : start + bs], sampler=str(cfg.eval.sampler),
+                                          steps=int(cfg.eval.sample_steps), guidance=guidance,
+                                          seed=int(cfg.eval.seed) + seed_offset + start, layout=layout,
+                                          return_graphs=True)
+        videos.append(part)
+        used.extend(graphs)
+    videos = torch.cat(videos)
+    return (videos, used) if return_graphs else videos
 
 
-def compliance_metrics(videos: torch.Tensor, graph_lists: list) -> dict:
+# -- measurements ------------------------------------------------------------------------------------
+
+
+def compliance_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
     from sg2video.eval.compliance import score_videos
 
     scores = score_videos([v.numpy() for v in videos], graph_lists)
@@ -49,8 +74,13 @@ def compliance_metrics(videos: torch.Tensor, graph_lists: list) -> dict:
     return flat
 
 
-def segment_metrics(videos: torch.Tensor, graph_lists: list) -> dict:
-    """Compliance per timeline segment (runs of frames with the same relations), pooled over videos."""
+def _headline_keys(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if "/" not in k}
+
+
+def segment_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
+    """Compliance per timeline segment (runs of frames with the same relations), pooled over videos: the first
+    segment, the later ones, and the worst segment of any video."""
     from sg2video.eval.compliance import check_video
     from sg2video.graphs import relation_segments
 
@@ -62,41 +92,70 @@ def segment_metrics(videos: torch.Tensor, graph_lists: list) -> dict:
         for i, (start, end) in enumerate(segments):
             (first if i == 0 else later).append(result.over_frames(start, end))
     out = {"segments_per_video": (changes / max(1, len(graph_lists))) + 1}
-    for name, group in (("first_segment", first), ("later_segments", later)):
+    for name, group in (("first_segment", first), ("later_segments", later), ("worst_segment", first + later)):
         for key in ("object_accuracy", "relation_accuracy"):
-            values = [getattr(g, key) if hasattr(g, key) else g[key] for g in group]
-            values = [v for v in values if v == v]
-            out[f"{name}/{key}"] = float(np.mean(values)) if values else float("nan")
+            values = [g[key] for g in group if g[key] == g[key]]
+            pooled = min(values) if name == "worst_segment" else np.mean(values)
+            out[f"{name}/{key}"] = float(pooled) if values else float("nan")
     return out
 
 
-def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict], count: int) -> list[dict]:
-    """The first `count` samples as gif/npy + graph JSON + graph picture + ground truth gif."""
-    from sg2video.eval.compliance import check_video
-    from sg2video.graphs import graphs_to_json, write_graph_json
-    from sg2video.video_io import write_gif, write_npy
-    from sg2video.viz import draw_timeline
+def teleport_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
+    """Share of frame-to-frame moves of the graph's objects (detected in both frames) longer than any move an
+    object of the world can make (sg2video.eval.samples.world_move_limit)."""
+    from sg2video.eval.compliance import object_moves
+    from sg2video.eval.samples import DETECTION_SLACK_PX, world_move_limit
 
-    out = samples_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in range(min(count, len(items))):
-        stem = out / f"sample_{i:03d}"
-        frames = videos[i].numpy()
-        scale = max(1, 128 // frames.shape[1])
-        write_gif(f"{stem}.gif", frames, scale=scale)
-        write_npy(f"{stem}.npy", frames)
-        write_gif(f"{stem}_gt.gif", items[i]["video"].permute(0, 2, 3, 1).numpy(), scale=scale)
-        write_graph_json(f"{stem}.json", graphs_to_json(vocab, items[i]["graphs"], items[i].get("source")))
-        draw_timeline(vocab, items[i]["graphs"], f"{stem}_graph.png")
-        sample = {"gif_path": f"{stem}.gif", "gt_gif_path": f"{stem}_gt.gif", "graph_png_path": f"{stem}_graph.png",
-                  "caption": f"held-out clip {items[i].get('source', {}).get('index', i)}"}
-        if vocab.objects[0] == "red circle":  # the shapes world: score each sample for the report
-            result = check_video(frames, items[i]["graphs"])
-            sample["metrics"] = {"object_accuracy": result.object_accuracy,
-                                 "relation_accuracy": result.relation_accuracy}
-        written.append(sample)
-    return written
+    limit = world_move_limit(int(videos.shape[2]))
+    moved = np.concatenate([object_moves(v.numpy(), g) for v, g in zip(videos, graph_lists)] or [np.zeros(0)])
+    rate = float((moved > limit + DETECTION_SLACK_PX).mean()) if moved.size else math.nan
+    return {"teleport_rate": rate, "teleport_limit_px": limit, "moves_counted": int(moved.size)}
+
+
+def diversity_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
+                      layout: str, samples: int) -> dict:
+    """`samples` videos of each graph in one call (one seed, different noise per video): the mean distance between
+    where the same object lands in two of them (frame units; 0 = copies), and their mean absolute pixel
+    difference (of 255)."""
+    from sg2video.eval.samples import spread_between
+
+    spreads = []
+    for i, graphs in enumerate(graph_lists):
+        videos = generator.generate([graphs] * samples, sampler=str(cfg.eval.sampler),
+                                    steps=int(cfg.eval.sample_steps), guidance=guidance,
+                                    seed=int(cfg.eval.seed) + 7000 + i, layout=layout).numpy()
+        spreads.append(spread_between(list(videos), graphs))
+    return {"position_spread": _mean_of_finite([s["position_spread"] for s in spreads]),
+            "pixel_difference": _mean_of_finite([s["pixel_difference"] for s in spreads]),
+            "graphs": len(graph_lists), "samples_per_graph": samples}
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def manipulation_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
+                         layout: str) -> dict:
+    """SGDiff's semantic manipulation on box-free graphs: change one relation / object, regenerate with the same
+    seed."""
+    from sg2video.eval.manipulation import element_outcomes, manipulate_graph, score_manipulation
+
+    out = {}
+    originals = [list(g) for g in graph_lists]
+    before = generate_for_graphs(generator, originals, cfg, guidance, layout, seed_offset=1000)
+    res_before = [element_outcomes(v.numpy(), g) for v, g in zip(before, originals)]
+    for kind in ("relation", "object"):
+        changed_graphs, changes = [], []
+        for i, graphs in enumerate(originals):
+            new, change = manipulate_graph(graphs, kind, rng=int(cfg.eval.seed) + i, vocab=generator.vocab)
+            changed_graphs.append(new)
+            changes.append(change)
+        after = generate_for_graphs(generator, changed_graphs, cfg, guidance, layout, seed_offset=1000)
+        res_after = [element_outcomes(v.numpy(), g) for v, g in zip(after, changed_graphs)]
+        scores = score_manipulation(res_before, res_after, [c.changed for c in changes], [c.unchanged for c in changes])
+        out.update({f"manipulation_{kind}/{k}": float(v) for k, v in scores.items()})
+    return out
 
 
 def sg_score(encoder_ckpt: Path, videos: torch.Tensor, items: list[dict], gallery: int, device) -> dict:
@@ -139,33 +198,45 @@ def fidelity(cfg: DictConfig, encoder_ckpt: Path, videos: torch.Tensor, items: l
     return out
 
 
-def manipulation(generator: VideoGenerator, items: list[dict], cfg: DictConfig, guidance: float, box_source: str) -> dict:
-    """SGDiff's semantic manipulation: change one relation / object, regenerate with the same seed."""
-    from sg2video.eval.manipulation import element_outcomes, manipulate_graph, score_manipulation
+def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict], count: int,
+                  drawn_from: GraphLists | None = None) -> list[dict]:
+    """The first `count` samples as gif/npy + the graph they were drawn from as JSON (with the boxes the layout
+    model sampled; default: the items' own graphs) + a picture of it + the ground truth gif."""
+    drawn_from = drawn_from if drawn_from is not None else [it["graphs"] for it in items]
+    from sg2video.eval.compliance import check_video
+    from sg2video.graphs import graphs_to_json, write_graph_json
+    from sg2video.video_io import write_gif, write_npy
+    from sg2video.viz import draw_timeline
 
-    out = {}
-    originals = [it["graphs"] for it in items]
-    before = generate_for_graphs(generator, originals, cfg, guidance, box_source, seed_offset=1000)
-    for kind in ("relation", "object"):
-        changed_graphs, changes = [], []
-        for i, graphs in enumerate(originals):
-            new, change = manipulate_graph(graphs, kind, rng=int(cfg.eval.seed) + i, vocab=generator.vocab)
-            changed_graphs.append(new)
-            changes.append(change)
-        after = generate_for_graphs(generator, changed_graphs, cfg, guidance, box_source, seed_offset=1000)
-        res_before = [element_outcomes(v.numpy(), g) for v, g in zip(before, originals)]
-        res_after = [element_outcomes(v.numpy(), g) for v, g in zip(after, changed_graphs)]
-        scores = score_manipulation(res_before, res_after, [c.changed for c in changes], [c.unchanged for c in changes])
-        out.update({f"manipulation_{kind}/{k}": float(v) for k, v in scores.items()})
-    return out
+    out = samples_dir(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(min(count, len(items))):
+        stem = out / f"sample_{i:03d}"
+        frames = videos[i].numpy()
+        scale = max(1, 128 // frames.shape[1])
+        write_gif(f"{stem}.gif", frames, scale=scale)
+        write_npy(f"{stem}.npy", frames)
+        write_gif(f"{stem}_gt.gif", items[i]["video"].permute(0, 2, 3, 1).numpy(), scale=scale)
+        write_graph_json(f"{stem}.json", graphs_to_json(vocab, drawn_from[i], items[i].get("source"), every_box=True))
+        draw_timeline(vocab, drawn_from[i], f"{stem}_graph.png")
+        sample = {"gif_path": f"{stem}.gif", "gt_gif_path": f"{stem}_gt.gif", "graph_png_path": f"{stem}_graph.png",
+                  "caption": f"held-out clip {items[i].get('source', {}).get('index', i)}, graph without boxes"}
+        if vocab.objects[0] == "red circle":  # the shapes world: score each sample for the report
+            result = check_video(frames, items[i]["graphs"])
+            sample["metrics"] = {"object_accuracy": result.object_accuracy,
+                                 "relation_accuracy": result.relation_accuracy}
+        written.append(sample)
+    return written
+
+
+# -- the stage ---------------------------------------------------------------------------------------
 
 
 def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | None:
     if not info.is_main:
         return None
-    ckpt = stage_checkpoint(run_dir, "diffusion")
-    if not ckpt.exists():
-        raise UserError(f"{ckpt} is missing: run stage=diffusion (or stage=all) in this run directory first")
+    ckpt = required_checkpoint(run_dir, "diffusion")
     encoder_ckpt = stage_checkpoint(run_dir, "encoder")
     device = info.device
     generator = VideoGenerator.from_checkpoint(ckpt, device)
@@ -173,52 +244,66 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))
     graph_lists = [it["graphs"] for it in items]
+    free = box_free(graph_lists)
     guidance = float(cfg.eval.guidance)
+    layout = "head" if str(cfg.layout.name) == "given" else str(cfg.layout.name)  # no boxes: nothing to be given
     t0 = time.time()
-    videos = generate_for_graphs(generator, graph_lists, cfg, guidance)
+    videos, drawn_from = generate_for_graphs(generator, free, cfg, guidance, layout, return_graphs=True)
     metrics: dict = {"num_samples": num, "sampler": str(cfg.eval.sampler), "steps": int(cfg.eval.sample_steps),
                      "guidance": guidance, "seconds_per_video": (time.time() - t0) / max(1, num),
-                     "cond": generator.denoiser.cond_mode}
+                     "cond": generator.denoiser.cond_mode, "layout": layout, "graphs": "without boxes"}
     is_shapes = cfg.data.name == "shapes"
-    layout = generator.denoiser.cond_mode == "layout"
-    few = items[: min(num, int(cfg.eval.control_samples))]
-    few_graphs = [it["graphs"] for it in few]
+    few = free[: min(num, int(cfg.eval.control_samples))]
     if is_shapes:
         metrics.update(compliance_metrics(videos, graph_lists))
-        control = generate_for_graphs(generator, few_graphs, cfg, guidance=0.0)
-        metrics.update({f"control_uncond/{k}": v for k, v in compliance_metrics(control, few_graphs).items() if "/" not in k})
-        if layout and bool(cfg.eval.predicted_layout):
-            predicted = generate_for_graphs(generator, few_graphs, cfg, guidance, box_source="predicted")
-            metrics.update({f"predicted_layout/{k}": v for k, v in compliance_metrics(predicted, few_graphs).items()
-                            if "/" not in k})
+        if generator.reads_boxes:
+            given = generate_for_graphs(generator, graph_lists, cfg, guidance, "given")
+            metrics.update({f"given_boxes/{k}": v for k, v in _headline_keys(compliance_metrics(given, graph_lists)).items()})
+            if layout == "sampled":
+                head = generate_for_graphs(generator, few, cfg, guidance, "head")
+                metrics.update({f"box_head/{k}": v for k, v in
+                                _headline_keys(compliance_metrics(head, graph_lists[: len(few)])).items()})
+        control = generate_for_graphs(generator, few, cfg, guidance=0.0, layout=layout)
+        metrics.update({f"control_uncond/{k}": v for k, v in
+                        _headline_keys(compliance_metrics(control, graph_lists[: len(few)])).items()})
+        graphs_for_diversity = int(cfg.eval.get("diversity_graphs", 0) or 0)
+        if graphs_for_diversity > 0:
+            metrics.update({f"diversity/{k}": v for k, v in diversity_metrics(
+                generator, free[:graphs_for_diversity], cfg, guidance, layout,
+                int(cfg.eval.diversity_samples)).items()})
         long_frames = int(cfg.eval.get("long_frames", 0) or 0)
         if long_frames > generator.clip_frames and generator.prefix_frames > 0 and int(cfg.eval.long_samples) > 0:
             long_items = _long_clips(cfg, long_frames, int(cfg.eval.long_samples))
             long_graphs = [it["graphs"] for it in long_items]
             t1 = time.time()
-            long_videos = generate_for_graphs(generator, long_graphs, cfg, guidance)
+            long_videos = generate_for_graphs(generator, box_free(long_graphs), cfg, guidance, layout)
             metrics["long/seconds_per_video"] = (time.time() - t1) / len(long_items)
             metrics["long/frames"] = long_frames
-            metrics.update({f"long/{k}": v for k, v in compliance_metrics(long_videos, long_graphs).items() if "/" not in k})
+            metrics.update({f"long/{k}": v for k, v in _headline_keys(compliance_metrics(long_videos, long_graphs)).items()})
             metrics.update({f"long/{k}": v for k, v in segment_metrics(long_videos, long_graphs).items()})
+            metrics.update({f"long/{k}": v for k, v in teleport_metrics(long_videos, long_graphs).items()})
         if int(cfg.eval.get("manipulation_samples", 0) or 0) > 0:
-            subset = items[: int(cfg.eval.manipulation_samples)]
-            metrics.update(manipulation(generator, subset, cfg, guidance, "predicted" if layout else "graph"))
+            subset = free[: int(cfg.eval.manipulation_samples)]
+            metrics.update(manipulation_metrics(generator, subset, cfg, guidance, layout))
     if encoder_ckpt.exists() and num >= 2:
         metrics.update(sg_score(encoder_ckpt, videos, items, int(cfg.eval.retrieval_gallery), device))
         fid = fidelity(cfg, encoder_ckpt, videos, items, device)
         metrics.update({f"fidelity/{k}": v for k, v in fid.items()})
-    samples = write_samples(run_dir, generator.vocab, videos, items, int(cfg.eval.save_samples))
+    samples = write_samples(run_dir, generator.vocab, videos, items, int(cfg.eval.save_samples), drawn_from)
     update_metrics(run_dir, "eval", metrics)
     writer = tb_writer(run_dir)
     write_scalars(writer, "eval", metrics, 0)
     writer.close()
     _report(cfg, run_dir, samples)
     if is_shapes:
-        print(f"[eval] {num} held-out graphs: object accuracy {metrics['object_accuracy']:.3f}, relation accuracy "
-              f"{metrics['relation_accuracy']:.3f}, colour accuracy {metrics['colour_accuracy']:.3f} (unconditional "
-              f"control: {metrics['control_uncond/object_accuracy']:.3f} / "
-              f"{metrics['control_uncond/relation_accuracy']:.3f} / {metrics['control_uncond/colour_accuracy']:.3f})")
+        line = (f"[eval] {num} held-out graphs without boxes (layout={layout}): object accuracy "
+                f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
+                f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
+                f"{metrics['control_uncond/relation_accuracy']:.3f})")
+        if "given_boxes/object_accuracy" in metrics:
+            line += (f"; with the data's boxes {metrics['given_boxes/object_accuracy']:.3f} / "
+                     f"{metrics['given_boxes/relation_accuracy']:.3f}")
+        say(line)
     return metrics.get("relation_accuracy")
 
 
@@ -233,5 +318,5 @@ def _report(cfg: DictConfig, run_dir: Path, samples: list[dict]) -> Path:
     from sg2video.config import to_dict
     from sg2video.eval.report import summarize_config, write_report
 
-    title = f"sg2video run: {cfg.data.name}, encoder {cfg.encoder.name}, cond {cfg.model.cond}"
+    title = f"sg2video run: {cfg.data.name}, encoder {cfg.encoder.name}, cond {cfg.model.cond}, layout {cfg.layout.name}"
     return write_report(run_dir, title, summarize_config(to_dict(cfg)), read_metrics(run_dir), samples=samples)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from sg2video.logs import progress_enabled, say
 from sg2video.errors import ConfigError, UserError
 from sg2video.train import checkpoint as ckpt
 from sg2video.train.distributed import DistInfo, barrier
@@ -192,7 +193,7 @@ def fit(
     checkpoint_extra: dict | None = None,
     hooks: list[Hook] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
     to_device: Callable[[Any, torch.device], Any] | None = None,
 ) -> FitResult:
     """Train `task.model` for `cfg.max_steps` steps, resuming from this stage's checkpoint if present.
@@ -299,7 +300,8 @@ def fit(
     if progress and info.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, dynamic_ncols=True, mininterval=2.0)
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, dynamic_ncols=True, mininterval=2.0,
+                   disable=not progress_enabled())
 
     history: list[dict] = []
     bad_in_row = 0

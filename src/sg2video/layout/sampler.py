@@ -1,0 +1,173 @@
+"""Sampling layouts: box trajectories for graphs that give no boxes (or only some).
+
+A timeline of any length is laid out window by window (`plan_windows`): a window of `window` frames starts
+`prefix` frames before the end of what is laid out, takes those frames as given (so nothing teleports at a window
+or segment border), and keeps its frames except its last `lookahead` ones, which the next window redoes: each
+window sees the graphs of a few frames beyond what it keeps, so objects start moving towards a relation that is
+about to change instead of jumping when it does. Boxes a graph gives are given too, in every window.
+
+Each video gets `candidates` layouts drawn side by side; `layout_scores` (the relation scorer and the data's move
+and overlap limits) picks the best of them per window. Diffusion noise makes the candidates, so different seeds
+give different layouts: the choice only drops the implausible ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from omegaconf import OmegaConf
+
+from sg2video.diffusion import GaussianDiffusion, guided_output, make_sampler, make_schedule
+from sg2video.encoder.graph_encoder import GraphEncoder
+from sg2video.errors import ConfigError
+from sg2video.graphs import SceneGraph, Vocab, relation_segments
+from sg2video.layout.boxes import from_model_space
+from sg2video.layout.condition import LayoutBatch, encode_layout_batch
+from sg2video.layout.model import LayoutModule, build_layout_module
+from sg2video.layout.scorer import LayoutStats, layout_scores
+
+
+@dataclass(frozen=True)
+class Window:
+    """Frames [start, end) of the video, of which those before `given_until` are laid out already; the window
+    keeps frames up to `keep_until`."""
+
+    start: int
+    end: int
+    given_until: int
+    keep_until: int
+
+
+def plan_windows(total: int, window: int, prefix: int, lookahead: int) -> list[Window]:
+    """The windows that lay out `total` frames (see the module docstring)."""
+    if window < 1 or not 0 <= prefix < window or lookahead < 0 or prefix + lookahead >= window:
+        raise ConfigError(f"layout.frames={window}, layout.prefix_frames={prefix}, layout.lookahead={lookahead}: "
+                          "need frames >= 1 and prefix_frames + lookahead < frames")
+    if total <= window:
+        return [Window(0, total, 0, total)]
+    if prefix == 0:
+        raise ConfigError("layout.prefix_frames=0 cannot lay out more frames than one window (layout.frames)")
+    windows, done, start = [], 0, 0
+    while True:
+        end = start + window
+        if end >= total:
+            windows.append(Window(max(0, total - window), total, done, total))
+            return windows
+        keep = end - lookahead
+        windows.append(Window(start, end, done, keep))
+        done, start = keep, keep - prefix
+
+
+class LayoutSampler:
+    """Graphs without (some) boxes -> graphs with a sampled box for every object in every frame."""
+
+    def __init__(self, module: LayoutModule, encoder: GraphEncoder, stats: LayoutStats, layout_cfg,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+        self.encoder = encoder.to(self.device).eval()
+        self.stats = stats
+        self.cfg = layout_cfg
+        self.window, self.prefix = int(layout_cfg.frames), int(layout_cfg.prefix_frames)
+        self.lookahead = int(layout_cfg.lookahead)
+        self.diffusion = GaussianDiffusion(make_schedule(str(layout_cfg.schedule), int(layout_cfg.timesteps)),
+                                           str(layout_cfg.parameterization))
+
+    @classmethod
+    def from_state(cls, state: dict, encoder: GraphEncoder, vocab: Vocab, cond_dim: int,
+                   device: torch.device | str = "cpu") -> "LayoutSampler":
+        """From `export_state`'s dict (what the layout stage and diffusion checkpoints carry)."""
+        cfg = OmegaConf.create(state["config"])
+        module = build_layout_module(cfg, vocab.num_objects, vocab.num_predicates, cond_dim)
+        module.load_state_dict(state["weights"])
+        return cls(module, encoder, LayoutStats.from_dict(state["stats"]), cfg, device)
+
+    def export_state(self) -> dict:
+        return {"config": OmegaConf.to_container(self.cfg, resolve=True) if OmegaConf.is_config(self.cfg)
+                else dict(self.cfg), "weights": {k: v.cpu() for k, v in self.module.state_dict().items()},
+                "stats": self.stats.to_dict()}
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample_window(self, cond: LayoutBatch, given: torch.Tensor, given_boxes: torch.Tensor,
+                      generator: torch.Generator | None, steps: int, guidance: float) -> torch.Tensor:
+        """Model-space boxes (B, K, W, 4) for one window; `given` (B, K, W) entries are `given_boxes`."""
+        sampler = make_sampler("ddim", self.diffusion.schedule, steps, float(self.cfg.get("eta", 0.0)))
+        x = torch.randn(given_boxes.shape, generator=generator, device=self.device)
+        for t in sampler.timesteps:
+            x = torch.where(given[..., None], given_boxes, x)
+            steps_t = torch.where(given, 0, t)
+            out = guided_output(self.module.denoiser, x, steps_t, cond, guidance)
+            x = sampler.step(out, t, x, self.diffusion, generator, clip_x0=True)
+        return torch.where(given[..., None], given_boxes, x)
+
+    @torch.no_grad()
+    def sample_boxes(self, clips: Sequence[Sequence[SceneGraph]], generator: torch.Generator | None = None,
+                     candidates: int | None = None, steps: int | None = None,
+                     guidance: float | None = None) -> torch.Tensor:
+        """(B, K, N, 4) x0 y0 x1 y1 boxes for B clips of N per-frame graphs (the clip's objects in order, padded
+        to the most objects). Given boxes are kept as they are."""
+        candidates = int(self.cfg.candidates if candidates is None else candidates)
+        steps = int(self.cfg.sample_steps if steps is None else steps)
+        guidance = float(self.cfg.guidance if guidance is None else guidance)
+        lengths = {len(c) for c in clips}
+        assert len(lengths) == 1, f"clips of one call need the same length, got {sorted(lengths)}"
+        total = lengths.pop()
+        if self.window == 1 and total > 1:  # an image model: one layout per run of identical graphs, held
+            return self._stills(clips, generator, candidates, steps, guidance)
+        full = encode_layout_batch(self.encoder, [list(c) for c in clips], self.device)  # boxes the graphs give
+        B, K, _ = full.shape
+        out = torch.zeros(B, K, total, 4, device=self.device)  # model space
+        done = full.has_box.clone()  # (B, K, N): entries known so far
+        out[done] = full.boxes[done]
+        for win in plan_windows(total, self.window, self.prefix, self.lookahead):
+            span = slice(win.start, win.end)
+            cond = encode_layout_batch(self.encoder, [list(c[span]) for c in clips], self.device)
+            given = done[:, :, span].clone()
+            given[:, :, : max(0, win.given_until - win.start)] = True
+            given &= cond.obj_mask[:, :, None]
+            cond = cond.repeat_interleave(candidates)
+            x = self.sample_window(cond, given.repeat_interleave(candidates, 0),
+                                   out[:, :, span].repeat_interleave(candidates, 0), generator, steps, guidance)
+            if candidates > 1:
+                judged = torch.zeros(win.end - win.start, dtype=torch.bool, device=self.device)
+                judged[max(0, win.given_until - win.start):] = True
+                scores = layout_scores(self.module.scorer, self.stats, from_model_space(x), cond, judged)
+                best = scores.view(B, candidates).argmax(dim=1)
+                x = x.view(B, candidates, *x.shape[1:])[torch.arange(B, device=self.device), best]
+            keep = slice(win.given_until, win.keep_until)
+            new = ~done[:, :, keep]
+            part = out[:, :, keep]
+            part[new] = x[:, :, keep.start - win.start : keep.stop - win.start][new]
+            out[:, :, keep] = part
+            done[:, :, keep] = True
+        boxes = from_model_space(out)
+        return torch.where(full.has_box[..., None], _given_boxes(clips, K, total, self.device), boxes)
+
+    def _stills(self, clips, generator, candidates, steps, guidance) -> torch.Tensor:
+        """An image model's layout for a longer static or segmented graph: each segment laid out once, held."""
+        segments = relation_segments(clips[0])
+        assert all(relation_segments(c) == segments for c in clips), "clips of one call share their segments"
+        parts = [self.sample_boxes([c[s:s + 1] for c in clips], generator, candidates, steps, guidance)
+                 .expand(-1, -1, e - s, -1) for s, e in segments]
+        return torch.cat(parts, dim=2)
+
+    def fill(self, clips: Sequence[Sequence[SceneGraph]], generator: torch.Generator | None = None,
+             **options) -> list[list[SceneGraph]]:
+        """The clips' per-frame graphs with every object's box: given ones kept, the others sampled."""
+        if all(g.all_boxes_given for clip in clips for g in clip):
+            return [list(clip) for clip in clips]
+        boxes = self.sample_boxes(clips, generator, **options).cpu()
+        return [[g.with_boxes(boxes[b, : g.num_objects, f]) for f, g in enumerate(clip)]
+                for b, clip in enumerate(clips)]
+
+
+def _given_boxes(clips: Sequence[Sequence[SceneGraph]], K: int, total: int, device) -> torch.Tensor:
+    out = torch.zeros(len(clips), K, total, 4, device=device)
+    for b, clip in enumerate(clips):
+        for f, g in enumerate(clip):
+            if g.boxes is not None:
+                out[b, : g.num_objects, f] = g.boxes.to(device)
+    return out

@@ -1,0 +1,143 @@
+"""Judging sampled layouts with what the training data shows, for any dataset's predicates.
+
+- `RelationScorer`: p(predicate | subject box, object box, their classes), a small MLP trained on the data's
+  own triples and boxes. It learns whatever geometry a predicate has in the data ("left of" on shapes exactly,
+  "holding" on Action Genome loosely, "looking at" hardly at all) and scores a layout by how well its boxes
+  carry the graph's relations.
+- `LayoutStats`: how far objects move per frame and how much two objects of one frame overlap in the data
+  (high quantiles), so a sampled layout can be checked for moves and overlaps the data never shows.
+`layout_scores` combines both into one number per candidate layout; the sampler keeps the best candidate.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from sg2video.layout.boxes import centres, moves, pairwise_iou
+
+VIOLATION_PENALTY = 10.0  # per implausible move or overlap: more than any likely relation log-probability
+
+
+def pair_features(subject: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(..., 4) x0 y0 x1 y1 boxes of subject and object -> (..., 14) geometry features: both centres, their
+    displacement and its absolute value (which axis is the major one), both sizes and their log ratio."""
+    cs, co = centres(subject), centres(target)
+    ss = (subject[..., 2:] - subject[..., :2]).clamp(min=1e-3)
+    so = (target[..., 2:] - target[..., :2]).clamp(min=1e-3)
+    return torch.cat([cs, co, co - cs, (co - cs).abs(), ss, so, (so / ss).log()], dim=-1)
+
+
+class RelationScorer(nn.Module):
+    """Logits over predicates for (subject box, object box, subject class, object class)."""
+
+    def __init__(self, num_classes: int, num_predicates: int, dim: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        self.class_embed = nn.Embedding(num_classes, dim)
+        self.net = nn.Sequential(nn.Linear(14 + 2 * dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, num_predicates))
+
+    def forward(self, subject: torch.Tensor, target: torch.Tensor, subject_class: torch.Tensor,
+                target_class: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([pair_features(subject, target), self.class_embed(subject_class),
+                              self.class_embed(target_class)], dim=-1)
+        return self.net(features)
+
+    def triple_log_probs(self, boxes: torch.Tensor, classes: torch.Tensor, triples: torch.Tensor) -> torch.Tensor:
+        """log p(predicate) of every triple. boxes (B, K, W, 4) x0 y0 x1 y1; classes (B, K); triples (B, W, R, 3)
+        -> (B, W, R)."""
+        B, K, W, _ = boxes.shape
+        s, p, o = triples.unbind(-1)
+        b = torch.arange(B, device=boxes.device)[:, None, None].expand_as(s)
+        w = torch.arange(W, device=boxes.device)[None, :, None].expand_as(s)
+        logits = self(boxes[b, s, w], boxes[b, o, w], classes[b, s], classes[b, o])
+        return logits.log_softmax(-1).gather(-1, p[..., None])[..., 0]
+
+    def loss(self, boxes: torch.Tensor, classes: torch.Tensor, triples: torch.Tensor, triple_mask: torch.Tensor,
+             box_mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the data's triples whose two boxes are given. box_mask (B, K, W)."""
+        B, K, W, _ = boxes.shape
+        s, _, o = triples.unbind(-1)
+        b = torch.arange(B, device=boxes.device)[:, None, None].expand_as(s)
+        w = torch.arange(W, device=boxes.device)[None, :, None].expand_as(s)
+        usable = triple_mask & box_mask[b, s, w] & box_mask[b, o, w]
+        if not bool(usable.any()):
+            return boxes.sum() * 0.0
+        return -self.triple_log_probs(boxes, classes, triples)[usable].mean()
+
+
+@dataclass
+class LayoutStats:
+    """What the data allows, in normalised frame units: the largest per-frame move of an object's centre and the
+    largest overlap (IoU) of two objects of one frame, as high quantiles over the training data."""
+
+    max_move: float = 1.0
+    max_overlap: float = 1.0
+    clips: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LayoutStats":
+        return cls(**{k: float(v) if k != "clips" else int(v) for k, v in data.items()})
+
+    @classmethod
+    def measure(cls, boxes: torch.Tensor, box_mask: torch.Tensor, obj_mask: torch.Tensor,
+                quantile: float = 0.999) -> "LayoutStats":
+        """From data boxes (N, K, W, 4) x0 y0 x1 y1 with box_mask (N, K, W) and obj_mask (N, K)."""
+        step = moves(boxes)  # (N, K, W - 1)
+        both = box_mask[..., 1:] & box_mask[..., :-1] & _nonempty(boxes)[..., 1:] & _nonempty(boxes)[..., :-1]
+        move_values = step[both]
+        iou = pairwise_iou(boxes.transpose(1, 2))  # (N, W, K, K)
+        real = (box_mask & _nonempty(boxes)).transpose(1, 2)  # (N, W, K)
+        pair = real[..., :, None] & real[..., None, :]
+        pair &= ~torch.eye(boxes.shape[1], dtype=torch.bool, device=boxes.device)
+        overlap_values = iou[pair]
+        return cls(
+            max_move=float(move_values.quantile(quantile)) if move_values.numel() else 1.0,
+            max_overlap=float(overlap_values.quantile(quantile)) if overlap_values.numel() else 1.0,
+            clips=int(boxes.shape[0]),
+        )
+
+
+def _nonempty(boxes: torch.Tensor) -> torch.Tensor:
+    return ((boxes[..., 2] - boxes[..., 0]) > 0) & ((boxes[..., 3] - boxes[..., 1]) > 0)
+
+
+def violations(boxes: torch.Tensor, obj_mask: torch.Tensor, stats: LayoutStats, frames: torch.Tensor,
+               move_slack: float = 1.15, overlap_slack: float = 0.05) -> torch.Tensor:
+    """Implausible moves and overlaps per candidate: boxes (B, K, W, 4) x0 y0 x1 y1, obj_mask (B, K), frames (W,)
+    bool: the frames being judged (a move counts when it ends in one) -> (B,) float counts."""
+    step = moves(boxes)  # (B, K, W - 1)
+    fast = (step > stats.max_move * move_slack) & obj_mask[..., None] & frames[1:]
+    iou = pairwise_iou(boxes.transpose(1, 2))  # (B, W, K, K)
+    pair = obj_mask[:, None, :, None] & obj_mask[:, None, None, :]
+    pair = pair & ~torch.eye(boxes.shape[1], dtype=torch.bool, device=boxes.device) & frames[None, :, None, None]
+    overlapping = (iou > stats.max_overlap + overlap_slack) & pair
+    return fast.sum(dim=(1, 2)).float() + overlapping.sum(dim=(1, 2, 3)).float() / 2
+
+
+def layout_scores(scorer: RelationScorer, stats: LayoutStats, boxes: torch.Tensor, cond, frames: torch.Tensor
+                  ) -> torch.Tensor:
+    """One number per candidate (higher is better): the summed log-probability of the graph's triples in the
+    judged frames, minus a penalty per implausible move or overlap. boxes (B, K, W, 4) x0 y0 x1 y1."""
+    log_p = scorer.triple_log_probs(boxes, cond.classes, cond.triples)  # (B, W, R)
+    relation = (log_p * (cond.triple_mask & frames[None, :, None])).sum(dim=(1, 2))
+    return relation - VIOLATION_PENALTY * violations(boxes, cond.obj_mask, stats, frames)
+
+
+def scorer_accuracy(scorer: RelationScorer, boxes: torch.Tensor, classes: torch.Tensor, triples: torch.Tensor,
+                    triple_mask: torch.Tensor) -> float:
+    """Share of triples whose predicate is the scorer's most likely one for the boxes."""
+    B, K, W, _ = boxes.shape
+    s, p, o = triples.unbind(-1)
+    b = torch.arange(B, device=boxes.device)[:, None, None].expand_as(s)
+    w = torch.arange(W, device=boxes.device)[None, :, None].expand_as(s)
+    logits = scorer(boxes[b, s, w], boxes[b, o, w], classes[b, s], classes[b, o])
+    hits = (logits.argmax(-1) == p)[triple_mask]
+    return float(hits.float().mean()) if hits.numel() else float("nan")
+
+
+__all__ = ["RelationScorer", "LayoutStats", "layout_scores", "violations", "scorer_accuracy", "pair_features"]

@@ -1,0 +1,128 @@
+"""Training the layout model: the denoising loss over box trajectories and the relation scorer's loss, on the
+training data's own per-frame graphs and boxes.
+
+Per clip of a batch (random draws from torch's global generator, which the training loop seeds and restores):
+- relation dropout: with probability `relation_dropout`, each pair of objects loses its triples in every frame,
+  before the frozen encoder sees the graph, so that graphs a person writes (a few relations, not every pair)
+  are in the training distribution;
+- given boxes: with `prefix_prob` the first 1 .. W-1 frames are given (a window continuing a timeline), and with
+  `given_prob` each object is given in every frame with probability 1/2 (a graph JSON with some boxes);
+  given entries are clean (step 0) and left out of the loss;
+- classifier-free guidance: with `cond_dropout` the clip's relations and encoder tokens are dropped.
+One step t in [1, timesteps] per clip; the loss is the MSE of the predicted clean boxes (x0) over the entries
+that are neither given nor missing in the data, plus the scorer's cross-entropy on the full graphs.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from sg2video.diffusion import GaussianDiffusion
+from sg2video.encoder.graph_encoder import GraphEncoder
+from sg2video.graphs import SceneGraph
+from sg2video.layout.condition import LayoutBatch, encode_layout_batch
+from sg2video.layout.model import LayoutModule
+
+
+def collate_graphs(items: list[dict]) -> list[list[SceneGraph]]:
+    """Dataset items -> their per-frame graph lists (the layout stage needs no pixels)."""
+    return [item["graphs"] for item in items]
+
+
+def drop_relations(clips: Sequence[Sequence[SceneGraph]], probability: float) -> list[list[SceneGraph]]:
+    """Each clip, with `probability`, loses the triples of a random half of its object pairs in every frame."""
+    out = []
+    for clip in clips:
+        if probability <= 0 or float(torch.rand(())) >= probability:
+            out.append(list(clip))
+            continue
+        K = clip[0].num_objects
+        dropped = torch.rand(K, K) < 0.5
+        dropped = dropped | dropped.T  # a pair, whichever way round its triples point
+        pruned = []
+        for g in clip:
+            keep = ~dropped[g.triples[:, 0], g.triples[:, 2]] if g.num_triples else torch.zeros(0, dtype=torch.bool)
+            pruned.append(SceneGraph(g.objs, g.triples[keep], g.boxes, g.box_mask))
+        out.append(pruned)
+    return out
+
+
+def given_mask(cond: LayoutBatch, prefix_prob: float, given_prob: float) -> torch.Tensor:
+    """(B, K, W) bool: the entries given to the model as clean boxes in this training batch."""
+    B, K, W = cond.shape
+    device = cond.has_box.device
+    frames = torch.arange(W, device=device)
+    prefix_len = torch.randint(1, max(2, W), (B,), device=device)
+    with_prefix = (torch.rand(B, device=device) < prefix_prob) & (W > 1)
+    given = (frames[None, :] < prefix_len[:, None]) & with_prefix[:, None]  # (B, W)
+    given = given[:, None, :].expand(B, K, W)
+    objects = (torch.rand(B, K, device=device) < 0.5) & (torch.rand(B, 1, device=device) < given_prob)
+    objects &= ~(objects | ~cond.obj_mask).all(dim=1, keepdim=True)  # never every object of a clip
+    return (given | objects[:, :, None]) & cond.has_box & cond.obj_mask[:, :, None]
+
+
+class LayoutTask:
+    """The loss of one batch of clips (what `train.loop.fit` calls)."""
+
+    def __init__(self, module: LayoutModule, encoder: GraphEncoder, diffusion: GaussianDiffusion, cfg) -> None:
+        self.model = module
+        self.encoder = encoder
+        self.diffusion = diffusion
+        self.relation_dropout = float(cfg.relation_dropout)
+        self.prefix_prob, self.given_prob = float(cfg.prefix_prob), float(cfg.given_prob)
+        self.cond_dropout = float(cfg.cond_dropout)
+        self.motion_weight = float(cfg.get("motion_loss", 0.0))
+
+    def loss(self, model, clips: list[list[SceneGraph]], step: int) -> dict[str, torch.Tensor]:
+        module = getattr(model, "module", model)  # DDP wraps it
+        device = next(module.parameters()).device
+        full = encode_layout_batch(None, clips, device)  # the data's graphs and boxes, for the scorer
+        cond = encode_layout_batch(self.encoder, drop_relations(clips, self.relation_dropout), device)
+        B, K, W = cond.shape
+        x0 = cond.boxes
+        given = given_mask(cond, self.prefix_prob, self.given_prob)
+        steps = torch.randint(1, self.diffusion.timesteps + 1, (B,), device=device)
+        t = torch.where(given, 0, steps[:, None, None])
+        table = self.diffusion.schedule
+        sqrt_ab = table.sqrt_alphas_cumprod.to(device=device, dtype=x0.dtype)[t][..., None]
+        sqrt_1m = table.sqrt_one_minus_alphas_cumprod.to(device=device, dtype=x0.dtype)[t][..., None]
+        noise = torch.randn_like(x0)
+        x_t = torch.where(given[..., None], x0, sqrt_ab * x0 + sqrt_1m * noise)
+        target = {"x0": x0, "eps": noise, "v": sqrt_ab * noise - sqrt_1m * x0}[self.diffusion.parameterization]
+        drop = torch.rand(B, device=device) < self.cond_dropout
+        predicted, scorer_loss = model(x_t, t, cond, drop, full)
+        learn = (~given & cond.has_box & cond.obj_mask[:, :, None]).to(x0.dtype)
+        error = F.mse_loss(predicted, target, reduction="none").mean(dim=-1)
+        box_loss = (error * learn).sum() / learn.sum().clamp(min=1)
+        terms = {"box_loss": box_loss.detach(), "scorer_loss": scorer_loss.detach()}
+        loss = box_loss + scorer_loss
+        if self.motion_weight > 0 and W > 1:
+            motion_loss = self._motion_loss(predicted, x_t, t, x0, learn)
+            loss = loss + self.motion_weight * motion_loss
+            terms["motion_loss"] = motion_loss.detach()
+        return {"loss": loss, **terms}
+
+    def _motion_loss(self, predicted: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                     learn: torch.Tensor) -> torch.Tensor:
+        """MSE of the frame-to-frame box changes the prediction implies against the data's, over consecutive
+        frames of which at least one is learned: motion is what the per-frame loss weighs least, and what the
+        eye sees first (a box jittering around the right place)."""
+        table = self.diffusion.schedule
+        sqrt_ab = table.sqrt_alphas_cumprod.to(device=x0.device, dtype=x0.dtype)[t][..., None]
+        sqrt_1m = table.sqrt_one_minus_alphas_cumprod.to(device=x0.device, dtype=x0.dtype)[t][..., None]
+        if self.diffusion.parameterization == "x0":
+            clean = predicted
+        elif self.diffusion.parameterization == "v":
+            clean = sqrt_ab * x_t - sqrt_1m * predicted
+        else:
+            clean = (x_t - sqrt_1m * predicted) / sqrt_ab.clamp(min=1e-4)
+        given = (t == 0)[..., None]
+        clean = torch.where(given, x0, clean)
+        step_error = ((clean[:, :, 1:] - clean[:, :, :-1]) - (x0[:, :, 1:] - x0[:, :, :-1])).square().mean(dim=-1)
+        pairs = torch.maximum(learn[:, :, 1:], learn[:, :, :-1])  # both ends have data boxes (see `learn`)...
+        pairs = pairs * (learn[:, :, 1:] + (t[:, :, 1:] == 0).to(learn.dtype)).clamp(max=1)
+        pairs = pairs * (learn[:, :, :-1] + (t[:, :, :-1] == 0).to(learn.dtype)).clamp(max=1)
+        return (step_error * pairs).sum() / pairs.sum().clamp(min=1)
+

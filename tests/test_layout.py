@@ -1,0 +1,287 @@
+"""The generative layout stage (sg2video.layout): box space, conditioning, the relation-aware denoiser, the scorer,
+window planning, and a trained model's layouts measured against the shapes world's rules."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sg2video.cli import CONF_DIR
+from sg2video.data.shapes import ShapesDataset, shapes_vocab
+from sg2video.diffusion import GaussianDiffusion, make_schedule
+from sg2video.encoder.graph_encoder import GraphEncoder
+from sg2video.eval.layouts import evaluate_layouts, rule_accuracy
+from sg2video.graphs import SceneGraph, parse_graph
+from sg2video.layout.boxes import centres, from_model_space, moves, pairwise_iou, to_model_space
+from sg2video.layout.condition import encode_layout_batch
+from sg2video.layout.model import EdgeAttention, build_layout_module
+from sg2video.layout.sampler import LayoutSampler, Window, plan_windows
+from sg2video.layout.scorer import LayoutStats, RelationScorer, violations
+from sg2video.layout.train import LayoutTask, drop_relations, given_mask
+
+VOCAB = shapes_vocab()
+LEFT_OF, RIGHT_OF, ABOVE, BELOW = range(4)
+RED_CIRCLE, GREEN_SQUARE, BLUE_TRIANGLE = 0, 4, 8
+
+
+def tiny_settings(**changes):
+    cfg = OmegaConf.load(CONF_DIR / "layout" / "sampled.yaml")
+    cfg.merge_with({"frames": 8, "prefix_frames": 2, "lookahead": 2, "dim": 32, "layers": 2, "heads": 2,
+                    "edge_dim": 8, "timesteps": 100, "sample_steps": 10, "candidates": 2, **changes})
+    return cfg
+
+
+def encoder(cond_dim: int = 16) -> GraphEncoder:
+    torch.manual_seed(0)
+    return GraphEncoder(VOCAB.num_objects, VOCAB.num_predicates, dim=16, cond_dim=cond_dim, layers=1, hidden=16).eval()
+
+
+# -- boxes -------------------------------------------------------------------------------------------
+
+
+def test_model_space_round_trips_and_box_arithmetic_by_hand():
+    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.6], [0.5, 0.5, 1.0, 1.0]])
+    assert torch.allclose(to_model_space(boxes), torch.tensor([[-0.6, -0.2, -0.6, -0.2], [0.5, 0.5, 0.0, 0.0]]))
+    assert torch.allclose(from_model_space(to_model_space(boxes)), boxes, atol=1e-6)
+    # a model-space box reaching outside the frame is clipped to it
+    # centre (0.95, 0.5), size 0.75: x1 = 1.325 is cut to 1
+    assert from_model_space(torch.tensor([0.9, 0.0, 0.5, 0.5])).tolist() == pytest.approx([0.575, 0.125, 1.0, 0.875])
+    iou = pairwise_iou(torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75], [0.9, 0.9, 1.0, 1.0]]))
+    assert iou[0, 1].item() == pytest.approx(0.0625 / (0.25 + 0.25 - 0.0625)) and iou[0, 2].item() == 0.0
+    track = torch.tensor([[0.0, 0.0, 0.2, 0.2], [0.3, 0.4, 0.5, 0.6]])  # centre (0.1, 0.1) -> (0.4, 0.5)
+    assert moves(track).tolist() == pytest.approx([0.5]) and centres(track)[1].tolist() == pytest.approx([0.4, 0.5])
+
+
+# -- conditioning ------------------------------------------------------------------------------------
+
+
+def test_layout_batch_puts_objects_triples_and_boxes_where_their_clip_and_frame_are():
+    a = [SceneGraph([RED_CIRCLE, GREEN_SQUARE], [[0, LEFT_OF, 1]], [[0, 0, 0.2, 0.2], [0.5, 0.5, 0.7, 0.7]]),
+         SceneGraph([RED_CIRCLE, GREEN_SQUARE], [[1, ABOVE, 0]], [[0.1, 0, 0.3, 0.2], [0.5, 0.5, 0.7, 0.7]])]
+    b_graph = SceneGraph([BLUE_TRIANGLE, RED_CIRCLE, GREEN_SQUARE], [[2, BELOW, 0], [0, RIGHT_OF, 1]],
+                         [[0, 0, 0.1, 0.1]] * 3, box_mask=[True, False, True])
+    batch = encode_layout_batch(encoder(), [a, [b_graph, b_graph]])
+    assert batch.shape == (2, 3, 2)
+    assert batch.classes.tolist() == [[RED_CIRCLE, GREEN_SQUARE, 0], [BLUE_TRIANGLE, RED_CIRCLE, GREEN_SQUARE]]
+    assert batch.obj_mask.tolist() == [[True, True, False], [True, True, True]]
+    assert batch.triples[0, 1, 0].tolist() == [1, ABOVE, 0] and batch.triple_mask[0].tolist() == [[True, False]] * 2
+    assert batch.triples[1, 0].tolist() == [[2, BELOW, 0], [0, RIGHT_OF, 1]]
+    assert batch.has_box[1, :, 0].tolist() == [True, False, True] and not batch.has_box[0, 2].any()
+    assert torch.allclose(from_model_space(batch.boxes[0, 0, 1]), torch.tensor([0.1, 0.0, 0.3, 0.2]))
+    # every real object and triple has its own encoder token (a tiny graph is far below the token cap)
+    assert (batch.obj_tokens[batch.obj_mask].abs().sum(-1) > 0).all()
+    assert (batch.triple_tokens[batch.triple_mask].abs().sum(-1) > 0).all()
+    # without an encoder: the same graph and boxes, no tokens
+    bare = encode_layout_batch(None, [a, [b_graph, b_graph]])
+    assert torch.equal(bare.triples, batch.triples) and torch.equal(bare.boxes, batch.boxes)
+
+
+def test_identical_consecutive_frames_are_encoded_once_with_the_same_tokens():
+    graph = SceneGraph([RED_CIRCLE, GREEN_SQUARE], [[0, LEFT_OF, 1]])
+    other = SceneGraph([RED_CIRCLE, GREEN_SQUARE], [[0, ABOVE, 1]])
+    enc = encoder()
+    together = encode_layout_batch(enc, [[graph, graph, other]])
+    alone = encode_layout_batch(enc, [[other]])
+    assert torch.allclose(together.obj_tokens[0, :, 2], alone.obj_tokens[0, :, 0], atol=1e-6)
+    assert torch.equal(together.obj_tokens[0, :, 0], together.obj_tokens[0, :, 1])
+
+
+# -- the denoiser ------------------------------------------------------------------------------------
+
+
+def test_edge_attention_sees_each_pair_through_its_own_edge():
+    torch.manual_seed(0)
+    attn = EdgeAttention(dim=8, heads=2, edge_dim=4)
+    x = torch.randn(1, 3, 8)
+    edges = torch.zeros(1, 3, 3, 4)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    base = attn(x, edges, mask)
+    edges[0, 0, 2] = torch.randn(4)  # only object 0's view of object 2 changes
+    changed = attn(x, edges, mask)
+    assert not torch.allclose(changed[0, 0], base[0, 0]) and torch.allclose(changed[0, 1:], base[0, 1:])
+    # a masked key is invisible whatever it holds
+    hidden = torch.tensor([[True, True, False]])
+    x2 = x.clone()
+    x2[0, 2] = 100.0
+    assert torch.allclose(attn(x, edges, hidden)[0, :2], attn(x2, edges, hidden)[0, :2])
+
+
+def test_the_denoiser_is_equivariant_to_the_order_of_objects():
+    torch.manual_seed(0)
+    module = build_layout_module(tiny_settings(), VOCAB.num_objects, VOCAB.num_predicates, 16).eval()
+    graph = [SceneGraph([RED_CIRCLE, GREEN_SQUARE, BLUE_TRIANGLE], [[0, LEFT_OF, 1], [2, ABOVE, 1]])] * 3
+    swapped = [SceneGraph([BLUE_TRIANGLE, GREEN_SQUARE, RED_CIRCLE], [[2, LEFT_OF, 1], [0, ABOVE, 1]])] * 3
+    enc = encoder()
+    x = torch.randn(1, 3, 3, 4)
+    t = torch.full((1, 3, 3), 500)
+    with torch.no_grad():
+        out = module.denoiser(x, t, encode_layout_batch(enc, [graph]))
+        out_swapped = module.denoiser(x[:, [2, 1, 0]], t, encode_layout_batch(enc, [swapped]))
+    assert torch.allclose(out[:, [2, 1, 0]], out_swapped, atol=1e-5)
+
+
+# -- training pieces ---------------------------------------------------------------------------------
+
+
+def test_relation_dropout_removes_whole_pairs_in_every_frame():
+    torch.manual_seed(3)
+    clip = [SceneGraph([0, 4, 8, 12], [[0, LEFT_OF, 1], [0, ABOVE, 2], [1, BELOW, 2], [2, LEFT_OF, 3]])] * 4
+    dropped = [drop_relations([clip], 1.0)[0] for _ in range(20)]
+    for frames in dropped:
+        pairs = [{(min(s, o), max(s, o)) for s, _, o in g.triples.tolist()} for g in frames]
+        assert all(p == pairs[0] for p in pairs)  # the same pairs in every frame
+    counts = {len(frames[0].triples) for frames in dropped}
+    assert len(counts) > 1 and max(counts) <= 4
+    assert drop_relations([clip], 0.0)[0][0].num_triples == 4
+
+
+def test_given_mask_gives_prefixes_and_whole_objects_never_all_and_only_real_boxes():
+    torch.manual_seed(0)
+    clips = [[SceneGraph([0, 4, 8], [[0, LEFT_OF, 1]], torch.rand(3, 4).sort(-1).values)] * 6 for _ in range(64)]
+    cond = encode_layout_batch(None, clips)
+    given = given_mask(cond, prefix_prob=1.0, given_prob=0.0)
+    assert given[:, :, 0].all() and not given[:, :, -1].any()  # a prefix of 1..W-1 frames, whole frames
+    assert (given == given[:, :1]).all()
+    objects = given_mask(cond, prefix_prob=0.0, given_prob=1.0)
+    assert (objects == objects[:, :, :1]).all()  # an object is given in every frame or none
+    assert objects.any() and not objects.all(dim=(1, 2)).any()
+
+
+def test_scorer_learns_the_shapes_rule_from_data():
+    torch.manual_seed(0)
+    data = ShapesDataset("train", 10_000, size=32, frames=1)
+    scorer = RelationScorer(VOCAB.num_objects, VOCAB.num_predicates)
+    opt = torch.optim.Adam(scorer.parameters(), 3e-3)
+    for step in range(150):
+        batch = encode_layout_batch(None, [it["graphs"] for it in data.__getitems__(range(step * 64, step * 64 + 64))])
+        loss = scorer.loss(from_model_space(batch.boxes), batch.classes, batch.triples, batch.triple_mask, batch.has_box)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    held_out = encode_layout_batch(None, [it["graphs"] for it in ShapesDataset("test", 256, size=32, frames=1).__getitems__(range(256))])
+    from sg2video.layout.scorer import scorer_accuracy
+
+    accuracy = scorer_accuracy(scorer, from_model_space(held_out.boxes), held_out.classes, held_out.triples,
+                               held_out.triple_mask)
+    assert accuracy > 0.95, accuracy  # measured 0.98 after 150 steps
+
+
+def test_stats_and_violations_by_hand():
+    # one clip, two objects over three frames: object 0 moves 0.1 then 0.3; object 1 still, overlapping object 0
+    # in frame 2
+    boxes = torch.tensor([[[[0.0, 0.0, 0.1, 0.1], [0.1, 0.0, 0.2, 0.1], [0.4, 0.0, 0.5, 0.1]],
+                           [[0.4, 0.0, 0.5, 0.1], [0.4, 0.0, 0.5, 0.1], [0.4, 0.0, 0.5, 0.1]]]])
+    mask = torch.ones(1, 2, 3, dtype=torch.bool)
+    stats = LayoutStats.measure(boxes, mask, torch.ones(1, 2, dtype=torch.bool), quantile=1.0)
+    assert stats.max_move == pytest.approx(0.3) and stats.max_overlap == pytest.approx(1.0)
+    strict = LayoutStats(max_move=0.2, max_overlap=0.0)
+    counts = violations(boxes, torch.ones(1, 2, dtype=torch.bool), strict, torch.ones(3, dtype=torch.bool))
+    assert counts.tolist() == [2.0]  # the 0.3 move and the frame-2 overlap
+    later = violations(boxes, torch.ones(1, 2, dtype=torch.bool), strict, torch.tensor([True, True, False]))
+    assert later.tolist() == [0.0]
+
+
+# -- windows -----------------------------------------------------------------------------------------
+
+
+def test_windows_cover_a_timeline_with_given_prefixes_and_lookahead():
+    assert plan_windows(6, 16, 4, 4) == [Window(0, 6, 0, 6)]
+    windows = plan_windows(64, 16, 4, 4)
+    assert windows[0] == Window(0, 16, 0, 12) and windows[1] == Window(8, 24, 12, 20)
+    assert windows[-1].end == 64 and windows[-1].keep_until == 64 and windows[-1].start == 48
+    kept = sorted(f for w in windows for f in range(w.given_until, w.keep_until))
+    assert kept == list(range(64))  # every frame laid out exactly once
+    assert all(w.given_until - w.start >= 4 for w in windows[1:])  # each later window continues 4+ given frames
+    with pytest.raises(Exception, match="prefix_frames"):
+        plan_windows(20, 16, 0, 4)
+
+
+# -- a trained model ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_sampler():
+    """A small layout model trained 400 steps on 8-frame shapes clips (32 px), with a random frozen encoder."""
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    settings = tiny_settings(dim=64, layers=3, heads=4, edge_dim=16, parameterization="v", sample_steps=20,
+                             candidates=4)
+    enc = encoder()
+    module = build_layout_module(settings, VOCAB.num_objects, VOCAB.num_predicates, 16)
+    task = LayoutTask(module, enc, GaussianDiffusion(make_schedule("cosine", 100), "v"), settings)
+    data = ShapesDataset("train", 100_000, size=32, frames=8)
+    opt = torch.optim.AdamW(module.parameters(), 2e-3)
+    for step in range(400):
+        clips = [it["graphs"] for it in data.__getitems__(range(step * 32, step * 32 + 32))]
+        loss = task.loss(module, clips, step)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    from sg2video.stages.layout import measure_stats
+
+    return LayoutSampler(module, enc, measure_stats(data, 256), settings)
+
+
+@pytest.mark.slow
+def test_sampled_layouts_satisfy_held_out_relations_move_like_the_data_and_differ_by_seed(trained_sampler):
+    clips = [it["graphs"] for it in ShapesDataset("test", 64, size=32, frames=8).__getitems__(range(48))]
+    metrics = evaluate_layouts(trained_sampler, clips, VOCAB, samples=4, diversity_clips=8)
+    assert metrics["relation_accuracy_gt"] == 1.0
+    assert metrics["relation_accuracy"] > 0.9, metrics  # measured 0.97
+    assert metrics["teleport_rate"] < 0.05 and metrics["overlap_rate"] < 0.05, metrics
+    assert metrics["diversity"] > 0.08, metrics  # samples of one graph land apart (measured 0.16 of the frame)
+    box_free = [[g.without_boxes() for g in clip] for clip in clips[:4]]
+    one = trained_sampler.sample_boxes(box_free, torch.Generator().manual_seed(1))
+    again = trained_sampler.sample_boxes(box_free, torch.Generator().manual_seed(1))
+    other = trained_sampler.sample_boxes(box_free, torch.Generator().manual_seed(2))
+    assert torch.equal(one, again)
+    assert (centres(one) - centres(other)).norm(dim=-1).mean() > 0.05
+
+
+@pytest.mark.slow
+def test_a_timeline_changes_relation_at_its_border_without_teleporting(trained_sampler):
+    spec = parse_graph({"objects": ["red circle", "green square"],
+                        "timeline": [{"frames": [0, 12], "relations": [[0, "left of", 1]]},
+                                     {"frames": [12, 24], "relations": [[0, "above", 1]]}]}, VOCAB)
+    graphs = spec.frame_graphs()
+    boxes = trained_sampler.sample_boxes([graphs] * 8, torch.Generator().manual_seed(0))
+    triples = torch.tensor([[g.triples[0].tolist()] for g in graphs])[None].expand(8, -1, -1, -1)
+    mask = torch.ones(8, 24, 1, dtype=torch.bool)
+    assert rule_accuracy(boxes, triples, mask, VOCAB) > 0.85
+    step = moves(boxes)  # (8, 2, 23)
+    assert (step <= trained_sampler.stats.max_move * 1.5).float().mean() > 0.97
+    border = step[:, :, 10:13]  # the moves into and out of frame 12
+    assert border.max() <= trained_sampler.stats.max_move * 1.5, border
+
+
+@pytest.mark.slow
+def test_partial_boxes_are_kept_exactly_and_the_rest_is_laid_out_around_them(trained_sampler):
+    spec = parse_graph({"objects": ["red circle", "green square", "blue triangle"],
+                        "relations": [[0, "left of", 1], [2, "below", 1]],
+                        "boxes": [None, [0.4, 0.4, 0.6, 0.6], None]}, VOCAB)
+    graphs = spec.frame_graphs(8)
+    filled = trained_sampler.fill([graphs] * 4, torch.Generator().manual_seed(0))
+    for clip in filled:
+        for g in clip:
+            assert g.all_boxes_given
+            assert g.boxes[1].tolist() == pytest.approx([0.4, 0.4, 0.6, 0.6])
+    boxes = torch.stack([torch.stack([g.boxes for g in clip], dim=1) for clip in filled])  # (4, 3, 8, 4)
+    c = centres(boxes)
+    assert (c[:, 0, :, 0] < c[:, 1, :, 0]).float().mean() > 0.9  # red left of the given green square
+    assert (c[:, 2, :, 1] > c[:, 1, :, 1]).float().mean() > 0.9  # blue below it
+
+
+def test_an_image_model_holds_one_layout_per_segment():
+    settings = tiny_settings(frames=1, prefix_frames=0, lookahead=0)
+    module = build_layout_module(settings, VOCAB.num_objects, VOCAB.num_predicates, 16)
+    sampler = LayoutSampler(module, encoder(), LayoutStats(), settings)
+    spec = parse_graph({"objects": ["red circle", "green square"],
+                        "timeline": [{"frames": [0, 3], "relations": [[0, "left of", 1]]},
+                                     {"frames": [3, 5], "relations": [[0, "above", 1]]}]}, VOCAB)
+    boxes = sampler.sample_boxes([spec.frame_graphs()], torch.Generator().manual_seed(0))
+    assert boxes.shape == (1, 2, 5, 4)
+    assert torch.equal(boxes[:, :, 0], boxes[:, :, 2]) and torch.equal(boxes[:, :, 3], boxes[:, :, 4])
+    assert not torch.equal(boxes[:, :, 2], boxes[:, :, 3])
