@@ -233,3 +233,12 @@ def test_the_stage_cache_key_follows_the_code_and_every_setting_that_changes_a_s
     assert cache_key(compose_cfg(["data.num_workers=2"]), "encoder") == key  # how data is loaded, not what
     assert cache_key(compose_cfg(["train.lr=0.01"]), "encoder") == key  # the diffusion stage's own setting
     assert cache_key(compose_cfg(["layout.dim=64"]), "layout") != cache_key(base, "layout")
+
+
+def test_the_default_run_is_sized_in_steps_not_minutes():
+    """A loaded machine trains the same steps as an idle one: no stage of the default run stops on the clock."""
+    cfg = compose_cfg([])
+    budgets = {key: OmegaConf.select(cfg, key) for key in ("train.max_minutes", "encoder.train.max_minutes",
+                                                           "autoencoder.train.max_minutes", "layout.train.max_minutes")}
+    assert all(value in (None, 0) for value in budgets.values()), budgets
+    assert cfg.train.max_steps > 0 and cfg.encoder.train.max_steps > 0 and cfg.layout.train.max_steps > 0
