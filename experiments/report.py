@@ -34,6 +34,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from sg2video.eval.report import _png_uri, _sample_card, html_page, read_scalars
+from sg2video.rundir import read_failure
 from sg2video.video_io import write_atomic
 
 SEED_KEY = "train.seed"
@@ -124,7 +125,10 @@ def read_job(path: Path) -> Job:
             metrics = json.loads(metrics_path.read_text())
         except (OSError, ValueError):
             failure = "unreadable metrics.json"
-    if failure is None:
+    reason = read_failure(path)  # the job's own account (failed.json), when it left one
+    if reason is not None:
+        failure = reason
+    elif failure is None:
         expected = STAGE_SECTIONS.get(str(config.get("stage", "all")), ())
         missing = [section for section in expected if section not in metrics]
         if missing:

@@ -11,19 +11,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra
 from omegaconf import DictConfig
 
-from sg2video.cli import preflight
+from sg2video.cli import preflight, run_job
 from sg2video.config import register_resolvers, validate
-from sg2video.errors import exit_on_user_error
 
 register_resolvers()
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
-@exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     from sg2video.pipeline import run_pipeline
 
     return run_pipeline(cfg)
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run_job(run, cfg)  # in a sweep, a failed job is recorded and the next one runs
 
 
 if __name__ == "__main__":

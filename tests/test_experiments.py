@@ -447,3 +447,30 @@ def test_a_named_ablation_runs_its_whole_grid_and_the_report_groups_seeds(tmp_pa
                  for n, (cond, _) in jobs.items() if cond == row["arm"]]
         assert float(row["encoder/g2v_top5 mean"]) == pytest.approx(np.mean(seeds))
         assert row["encoder/g2v_top5 std"] == rows[0]["encoder/g2v_top5 std"]
+
+
+FAILING_SWEEP = ("train.lr=3e-4,1e30,1e-4", "train.max_bad_steps=1")  # job 1's lr makes the loss blow up at step 2
+
+
+def assert_one_failed_job_and_two_finished(sweep: Path, stderr: str) -> None:
+    """Job 1 recorded its one-line reason and the others ran to the end; the sweep named the failure."""
+    failure = json.loads((sweep / "1" / "failed.json").read_text())
+    assert failure["kind"] == "error" and "the loss was not finite" in failure["reason"]
+    assert "error: 1 job(s) of the sweep" in stderr and "job 1: diffusion: the loss was not finite" in stderr
+    assert "the loss was not finite" in (sweep / "1" / "run.log").read_text()
+    for num in (0, 2):
+        assert not (sweep / str(num) / "failed.json").exists()
+        assert json.loads((sweep / str(num) / "metrics.json").read_text())["eval"]["num_samples"] == 4
+    summary = report_module().summarize(sweep)
+    failed = {job.num: job.failure for job in summary.jobs if job.failure}
+    assert list(failed) == ["1"] and "the loss was not finite" in failed["1"]
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_recorded_and_the_sweep_runs_the_others_then_exits_1(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(run_py("-m", "+experiment=smoke", *FAILING_SWEEP, f"hydra.sweep.dir={sweep}",
+                                 "cache_dir=null"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert_one_failed_job_and_two_finished(sweep, proc.stderr)

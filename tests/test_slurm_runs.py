@@ -122,3 +122,15 @@ def test_requeued_run_resumes_its_diffusion_training(slurm_cluster, tmp_path):
     assert log.count("[diffusion] starting") == 2  # both attempts append to the job's log
     assert log.count("[encoder] retrieval on held-out clips") == 1  # the finished encoder was not trained again
     print(f"requeued at step >= {step}, resumed from step {resumed[0]}")
+
+
+def test_a_failed_job_on_slurm_is_recorded_and_the_array_runs_the_others(slurm_cluster, tmp_path):
+    from test_experiments import FAILING_SWEEP, assert_one_failed_job_and_two_finished
+
+    sweep_dir = tmp_path / "sweep"
+    done = subprocess.run(slurm_sweep(slurm_cluster, sweep_dir, *FAILING_SWEEP), env=slurm_cluster.env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=360)
+    assert done.returncode == 1, failure_report(done.stdout + done.stderr, slurm_cluster, sweep_dir)
+    assert_one_failed_job_and_two_finished(sweep_dir, done.stderr)
+    ids = [hydra_job_id(sweep_dir / str(num)) for num in (0, 1, 2)]
+    assert len({i.split("_")[0] for i in ids}) == 1  # one job array, the failed task among the others

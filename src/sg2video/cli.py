@@ -1,9 +1,16 @@
-"""What the Hydra entry scripts share: a pre-flight check of the command line, before Hydra runs.
+"""What the Hydra entry scripts share: a pre-flight check of the command line, before Hydra runs, and the
+way a sweep job fails without taking the sweep with it.
 
 Hydra reports a bad override or an unknown group option in several lines and exits 1, and it creates
 the run directory before the task can refuse a bad value. `preflight` composes the config for every
 combination of a sweep first and validates it, so a person's mistake is one line, exit status 2, and
 nothing is written.
+
+In a sweep (`-m`), `run_job` turns a job's failure (a value found wrong late, a loss that stays non-finite, a
+crash) into `failed.json` in the job's directory, an error line in its `run.log` (with the traceback for a
+crash) and on stderr, and a NaN for the sweeper; the next job runs. `SweepFailures`, a Hydra callback, then ends
+the sweep with exit status 1 naming the failed jobs. A single run fails as before: one line and exit 2 for a
+person's mistake, a traceback for a bug.
 """
 from __future__ import annotations
 
@@ -12,12 +19,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
 from sg2video.config import register_resolvers
-from sg2video.errors import USER_ERROR_EXIT, UserError
+from sg2video.errors import USER_ERROR_EXIT, UserError, exit_on_user_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
@@ -120,3 +127,65 @@ def _fail(message: str) -> None:
     else:  # let rank 0 say it before torchrun, seeing this rank exit, stops the others
         time.sleep(3)
     raise SystemExit(USER_ERROR_EXIT)
+
+
+# -- sweep jobs that fail ---------------------------------------------------------------------------
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run one job of `src/run.py` (see the module docstring for what a failure does)."""
+    if not _in_multirun():
+        return exit_on_user_error(task)(cfg)
+    import logging
+    import traceback
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from sg2video.logs import to_log_files
+    from sg2video.rundir import FAILURE_FILE, write_failure
+
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    (job_dir / FAILURE_FILE).unlink(missing_ok=True)  # a rerun of a job that failed before starts clean
+    try:
+        return task(cfg)
+    except KeyboardInterrupt:
+        raise
+    except UserError as err:
+        reason, kind, details = str(err), "error", None
+    except Exception as err:  # a bug: keep the traceback in the job's log
+        reason, kind, details = f"{type(err).__name__}: {err}", "crash", traceback.format_exc()
+    write_failure(job_dir, reason.splitlines()[0] if reason else kind, kind)
+    to_log_files(f"error: {reason}" + (f"\n{details}" if details else ""), logging.ERROR)
+    print(f"error: job {HydraConfig.get().job.num} ({job_dir}): {reason.splitlines()[0] if reason else kind}",
+          file=sys.stderr, flush=True)
+    return float("nan")
+
+
+class SweepFailures:
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): after a sweep, exit 1 naming the jobs that failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from sg2video.rundir import read_failure
+
+        sweep = Path(str(config.hydra.sweep.dir))
+        failed = [(job.name, read_failure(job)) for job in sorted(sweep.iterdir(), key=lambda p: p.name)
+                  if job.is_dir() and read_failure(job) is not None] if sweep.is_dir() else []
+        if failed:
+            names = "; ".join(f"job {name}: {reason}" for name, reason in failed)
+            print(f"error: {len(failed)} job(s) of the sweep in {sweep} failed ({names})", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+
+    # the other Callback hooks, which Hydra calls on every callback
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None: ...
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None: ...
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None: ...
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None: ...
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None: ...
+    def on_compose_config(self, config: DictConfig, config_name: str | None, overrides: list[str]) -> None: ...

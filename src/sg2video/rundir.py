@@ -6,6 +6,8 @@
 - `samples/`                      generated videos and their graph pictures
 - `metrics.json`                  one section per stage
 - `report.html`                   the self-contained run report
+- `run.log`                       everything the run printed, with times (Hydra's job log)
+- `failed.json`                   a sweep job that failed: its one-line reason (sg2video.cli.run_job)
 """
 from __future__ import annotations
 
@@ -49,3 +51,26 @@ def _json_safe(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return _json_safe(value.item())
     return value
+
+
+FAILURE_FILE = "failed.json"
+
+
+def write_failure(run_dir: Path, reason: str, kind: str) -> None:
+    """Mark a sweep job as failed, with its one-line reason (written atomically)."""
+    path = Path(run_dir) / FAILURE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{FAILURE_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"reason": reason, "kind": kind}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_failure(run_dir: Path) -> str | None:
+    """The reason a job failed, or None when it did not (or left no readable mark)."""
+    path = Path(run_dir) / FAILURE_FILE
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text())["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "failed (unreadable failed.json)"
