@@ -22,8 +22,9 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-bench: $(VENV)/.installed
-	for script in experiments/bench/bench_*.py; do $(PY) $$script || exit 1; done
+bench: $(VENV)/.installed  # the CPU benchmarks (experiments/bench/gpu_check.sh is the GPU one)
+	$(PIP) install -q -e ".[dev,bench]"
+	for script in experiments/bench/bench_*.py; do [ "$$script" = experiments/bench/bench_gpu.py ] || $(PY) $$script || exit 1; done
 
 clean-outputs:
 	rm -rf outputs/runs outputs/sweeps outputs/cache

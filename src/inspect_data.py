@@ -17,7 +17,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from sg2video.cli import preflight
-from sg2video.data import build_dataset
+from sg2video.data import SPLIT_NAMES, build_dataset
 from sg2video.errors import ConfigError, exit_on_user_error
 from sg2video.graphs import graphs_to_json, write_graph_json
 from sg2video.video_io import write_atomic, write_gif, write_npy
@@ -26,20 +26,17 @@ from sg2video.viz import draw_timeline, frames_with_boxes
 GIF_MIN_SIDE = 128  # small frames are upscaled (nearest neighbour) to at least this many pixels in the GIF
 
 
-def _int_setting(cfg: DictConfig, key: str, minimum: int) -> int:
-    value = cfg[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-    return value
-
-
 def check_settings(cfg: DictConfig):
-    """The dataset and the dataset indices to export; ConfigError for anything a person set wrong."""
-    num = _int_setting(cfg, "num", 1)
-    start = _int_setting(cfg, "start", 0)
-    fps = cfg.fps
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps <= 100:
-        raise ConfigError(f"fps={fps!r} must be a number in (0, 100]")
+    """The dataset and the dataset indices to export; ConfigError for anything a person set wrong (types come
+    from the schema at composition)."""
+    from sg2video.config import validate_data
+    from sg2video.schema import check_ranges
+
+    if cfg.split not in SPLIT_NAMES:
+        raise ConfigError(f"split={cfg.split!r} is not a split (accepted: {', '.join(SPLIT_NAMES)})")
+    check_ranges(cfg, "inspect")
+    validate_data(cfg)
+    num, start = int(cfg.num), int(cfg.start)
     dataset = build_dataset(cfg.data, cfg.split)
     if start + num > len(dataset):
         raise ConfigError(

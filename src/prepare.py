@@ -22,7 +22,9 @@ def check(cfg: DictConfig) -> None:
     from omegaconf import OmegaConf
 
     from sg2video.data.sources import require_root
+    from sg2video.schema import check_ranges
 
+    check_ranges(cfg, "prepare")
     root = OmegaConf.select(cfg, "data.root", default=None, throw_on_missing=False)
     if cfg.data.name == "action_genome":
         root = require_root(root, "annotations/ and videos/")

@@ -22,19 +22,28 @@ register_resolvers()
 
 
 def check_settings(cfg: DictConfig) -> None:
-    for key in ("num", "steps", "fps", "max_frames"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
-    if cfg.frames is not None and (not isinstance(cfg.frames, int) or cfg.frames < 1):
-        raise ConfigError(f"frames={cfg.frames!r} must be an integer >= 1 (or null)")
-    if cfg.sampler not in ("ddim", "ddpm"):
-        raise ConfigError(f"sampler={cfg.sampler!r} is not accepted (accepted: ddim, ddpm)")
-    from sg2video.sampling import LAYOUT_SOURCES
+    """Types come from the schema at composition; here: what must be given, ranges, names and files."""
+    from omegaconf import OmegaConf
 
-    if cfg.layout not in LAYOUT_SOURCES:
-        raise ConfigError(f"layout={cfg.layout!r} is not accepted (accepted: {', '.join(LAYOUT_SOURCES)})")
-    if not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0:
-        raise ConfigError(f"guidance={cfg.guidance!r} must be a number >= 0")
+    from sg2video.config import check_device
+    from sg2video.schema import check_ranges
+
+    for key, what in (("ckpt", "checkpoints/diffusion/last.pt of a run"), ("graph", "a graph JSON file")):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is not set (python src/sample.py ckpt=RUN_DIR/checkpoints/diffusion/last.pt "
+                              f"graph=FILE.json; {key}: {what})")
+    check_ranges(cfg, "sample")
+    check_device(cfg.device)
+    for key in ("ckpt", "graph"):
+        path = Path(hydra.utils.to_absolute_path(str(cfg[key]))) if _hydra_ready() else Path(str(cfg[key]))
+        if not path.is_file():
+            raise ConfigError(f"{key}={cfg[key]} does not exist (or is not a file)")
+
+
+def _hydra_ready() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="sample")
@@ -79,7 +88,7 @@ def main(cfg: DictConfig) -> None:
     with torch.inference_mode():
         videos, drawn_from = generator.generate(
             [graphs] * int(cfg.num), sampler=str(cfg.sampler), steps=int(cfg.steps), guidance=float(cfg.guidance),
-            eta=float(cfg.eta), seed=int(cfg.seed), layout=str(cfg.layout), progress=progress, return_graphs=True)
+            eta=float(cfg.eta), seed=int(cfg.seed), layout=str(cfg.boxes), progress=progress, return_graphs=True)
     bar.close()
     for i, video in enumerate(videos.numpy()):
         stem = out / f"sample_{i:03d}"

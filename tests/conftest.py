@@ -3,6 +3,11 @@ import os
 
 import pytest
 
+from sg2video.config import register_resolvers
+
+# Composing conf/ needs its resolvers and the schemas (sg2video.schema) in Hydra's ConfigStore, as the CLIs do.
+register_resolvers()
+
 
 @pytest.fixture
 def one_thread():

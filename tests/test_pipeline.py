@@ -57,7 +57,7 @@ def test_groups_compose_and_validate(encoder, cond):
     "override, message",
     [
         ("model.cond=sideways", "model.cond='sideways' is not accepted (accepted: crossattn, concat, layout, none)"),
-        ("data.size=-4", "data.size=-4 must be a number >= 1"),
+        ("data.size=-4", "data.size=-4 must be an integer >= 8"),  # the shapes world needs room for its objects
         ("model.prefix_frames=8", "model.prefix_frames=8 must be an integer in [0, data.frames)"),
         ("data=action_genome", "data.root is not set"),
         ("data=action_genome data.root=/no/such/dir", "data.root='/no/such/dir' does not exist"),

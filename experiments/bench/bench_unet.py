@@ -111,6 +111,8 @@ def main() -> None:
           f"{args.frames}x{args.size}x{args.size}, ours cond={args.cond}")
     for name, (model, _) in runs.items():
         print(f"{name}: {count(model):,} parameters")
+    if "peer" in runs:  # equal width should mean a similar size (within 20%): the comparison is fair
+        print(f"parameters ours / peer: {count(runs['ours'][0]) / count(runs['peer'][0]):.2f}")
     for name, (model, forward) in runs.items():  # warm-up
         step_time(model, forward, x, opts[name], 1)
     times: dict[str, list[float]] = {name: [] for name in runs}

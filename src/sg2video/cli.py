@@ -38,7 +38,13 @@ os.environ.setdefault("SG2VIDEO_ROOT", str(REPO_ROOT))
 
 
 def _first_line(err: BaseException) -> str:
-    """Hydra's multi-line message as one line; "Available options" lists are folded in."""
+    """Hydra's multi-line message as one line; "Available options" lists are folded in, and a value of the
+    wrong type names its key."""
+    from omegaconf.errors import ValidationError
+
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {str(cause).strip().splitlines()[0]}"
     text = str(err).strip() or err.__class__.__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -53,6 +59,7 @@ def _first_line(err: BaseException) -> str:
                 options.append(option)
             return f"{head} (accepted: {', '.join(options)})"
     return " ".join(lines[:2])
+
 
 
 def _expand(args: list[str]) -> list[list[str]]:

@@ -1,7 +1,8 @@
 """Config helpers: resolvers the config tree uses, validation of user-set values, and hashing.
 
 `validate(cfg)` runs before any stage: every value a person can get wrong is refused here with a
-ConfigError that names the key, the value and what is accepted (one line, exit 2 from the CLIs).
+ConfigError that names the key, the value and what is accepted (one line, exit 2 from the CLIs). Types, ranges
+and accepted names of single keys live in `sg2video.schema`; the rules between keys are here.
 """
 from __future__ import annotations
 
@@ -15,20 +16,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from sg2video.errors import ConfigError
 
-STAGES = ("all", "autoencoder", "encoder", "layout", "diffusion", "eval")
-COND_MODES = ("crossattn", "concat", "layout", "none")
-DATASETS_WITH_ROOT = ("action_genome", "visual_genome", "coco_stuff", "gif_folder")
-
-
 def uses_layout_model(cfg: DictConfig) -> bool:
     """Layout conditioning draws the boxes a graph does not give with the layout stage's model (layout=sampled)."""
     return cfg.model.cond == "layout" and cfg.layout.name == "sampled"
 
 
 def register_resolvers() -> None:
-    """`${pid:}`: the process id, so two runs started in the same second get different directories."""
+    """What composing conf/ needs: the `${pid:}` resolver (the process id, so two runs started in the same second
+    get different directories) and the structured-config schemas in Hydra's ConfigStore (sg2video.schema)."""
+    from sg2video.schema import register
+
     if not OmegaConf.has_resolver("pid"):
         OmegaConf.register_new_resolver("pid", lambda: str(os.getpid()), use_cache=True)
+    register()
 
 
 def to_dict(cfg: DictConfig | dict) -> dict:
@@ -44,55 +44,79 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _choice(cfg: DictConfig, key: str, accepted: tuple[str, ...]) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value not in accepted:
-        raise ConfigError(f"{key}={value!r} is not accepted (accepted: {', '.join(accepted)})")
-
-
-def _positive(cfg: DictConfig, key: str, minimum: int = 1) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None:
+def check_device(value: Any, key: str = "device") -> None:
+    """auto | cpu | cuda | cuda:N."""
+    text = str(value)
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
         return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be a number >= {minimum}")
+    raise ConfigError(f"{key}={value!r} is not a device (accepted: auto, cpu, cuda, cuda:N)")
+
+
+def _check_data_root(cfg: DictConfig) -> None:
+    from sg2video.data import DATASETS_WITH_ROOT
+
+    if cfg.data.name not in DATASETS_WITH_ROOT:
+        return
+    root = OmegaConf.select(cfg, "data.root", default=None)
+    if root in (None, "", "???"):
+        raise ConfigError(f"data.root is not set (data={cfg.data.name} needs data.root=DIR; see README)")
+    if not Path(str(root)).is_dir():
+        raise ConfigError(f"data.root={root!r} does not exist (set data.root to the {cfg.data.name} directory; see README)")
+
+
+def validate_data(cfg: DictConfig) -> None:
+    """What every entry point that reads a dataset checks: the data keys' ranges and names, and the root."""
+    from sg2video.schema import DATA_SCHEMAS, DataSchema, check_node
+
+    check_node(cfg.data, DATA_SCHEMAS.get(cfg.data.name, DataSchema), "data.")
+    if cfg.data.name == "shapes" and cfg.data.min_objects > cfg.data.max_objects:
+        raise ConfigError(f"data.min_objects={cfg.data.min_objects} is above data.max_objects={cfg.data.max_objects}")
+    _check_data_root(cfg)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Refuse bad user-set values before anything runs or is written."""
-    _choice(cfg, "stage", STAGES)
-    for key in ("data.size", "data.frames", "train.batch_size", "diffusion.timesteps", "diffusion.sample_steps"):
-        _positive(cfg, key)
-    _positive(cfg, "train.max_steps", 0)
-    if OmegaConf.select(cfg, "model") is not None:
-        _choice(cfg, "model.cond", COND_MODES)
-        prefix = OmegaConf.select(cfg, "model.prefix_frames") or 0
-        frames = cfg.data.frames
-        if not isinstance(prefix, int) or prefix < 0 or prefix >= frames:
-            raise ConfigError(
-                f"model.prefix_frames={prefix!r} must be an integer in [0, data.frames) = [0, {frames})"
-            )
-        _positive(cfg, "model.dim")
-    _choice(cfg, "diffusion.schedule", ("linear", "cosine"))
-    _choice(cfg, "diffusion.parameterization", ("eps", "x0", "v"))
-    _choice(cfg, "diffusion.loss", ("l2", "l1"))
-    _choice(cfg, "diffusion.sampler", ("ddim", "ddpm"))
-    _choice(cfg, "diffusion.space", ("pixel", "latent"))
-    _choice(cfg, "train.precision", ("fp32", "bf16", "fp16"))
+    """Refuse bad user-set values of src/run.py's config before anything runs or is written: every key's type
+    (the structured configs of sg2video.schema, already at composition), range and accepted names
+    (schema.check_ranges), then the rules between keys below."""
+    from sg2video.schema import check_ranges
+
+    check_ranges(cfg, "config")
+    validate_data(cfg)
+    check_device(cfg.device)
+    frames = int(cfg.data.frames)
+    prefix = int(cfg.model.prefix_frames)
+    if prefix >= frames:
+        raise ConfigError(f"model.prefix_frames={prefix!r} must be an integer in [0, data.frames) = [0, {frames})")
+    if cfg.data.name == "gif_folder" and cfg.model.cond != "none":
+        raise ConfigError(f"data=gif_folder has no scene graphs: it needs model.cond=none (got model.cond={cfg.model.cond})")
+    levels = len(cfg.model.dim_mults)
+    for name in ("spatial_attn_levels", "temporal_attn_levels"):
+        bad = [i for i in cfg.model[name] if i >= levels]
+        if bad:
+            raise ConfigError(f"model.{name}={list(cfg.model[name])} names levels {bad}; accepted: 0..{levels - 1} "
+                              "(one per model.dim_mults entry)")
+    if cfg.model.cond == "crossattn" and not cfg.model.spatial_attn_levels:
+        raise ConfigError("model.cond=crossattn needs spatial attention somewhere: set model.spatial_attn_levels")
+    for steps_key, total_key in (("diffusion.sample_steps", "diffusion.timesteps"), ("eval.sample_steps", "diffusion.timesteps")):
+        steps, total = OmegaConf.select(cfg, steps_key), OmegaConf.select(cfg, total_key)
+        if steps > total:
+            raise ConfigError(f"{steps_key}={steps} is more than {total_key}={total}")
+    if cfg.layout.name == "sampled" and cfg.layout.sample_steps > cfg.layout.timesteps:
+        raise ConfigError(f"layout.sample_steps={cfg.layout.sample_steps} is more than layout.timesteps={cfg.layout.timesteps}")
+    if cfg.diffusion.space == "latent":
+        down, mults = int(cfg.autoencoder.downsample), len(cfg.autoencoder.channel_mults)
+        if down & (down - 1) or 2 ** (mults - 1) != down:
+            raise ConfigError(f"autoencoder.downsample={down} must be a power of two with log2(downsample) + 1 = "
+                              f"len(autoencoder.channel_mults) entries (got {mults})")
+        if int(cfg.data.size) % down:
+            raise ConfigError(f"data.size={cfg.data.size} must be a multiple of autoencoder.downsample={down} "
+                              "(diffusion.space=latent)")
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it in every process
-    for prefix in ("train", "encoder.train"):
+    for prefix in ("train", "encoder.train", "layout.train", "autoencoder.train"):
         batch = OmegaConf.select(cfg, f"{prefix}.batch_size")
         accum = OmegaConf.select(cfg, f"{prefix}.grad_accum") or 1
         if isinstance(batch, int) and batch % (world * accum):
             raise ConfigError(
                 f"{prefix}.batch_size={batch} must divide evenly into {world} processes x {accum} accumulation steps "
                 f"(use a multiple of {world * accum})"
-            )
-    if cfg.data.name in DATASETS_WITH_ROOT:
-        root = OmegaConf.select(cfg, "data.root", default=None)
-        if root in (None, "", "???"):
-            raise ConfigError(f"data.root is not set (data={cfg.data.name} needs data.root=DIR; see README)")
-        if not Path(str(root)).is_dir():
-            raise ConfigError(
-                f"data.root={root!r} does not exist (set data.root to the {cfg.data.name} directory; see README)"
             )

@@ -23,10 +23,10 @@ from sg2video.encoder.pretrain import build_pretrainer
 from sg2video.errors import UserError
 from sg2video.generator import Denoiser, GraphCondition, build_unet, encode_condition, repeat_condition
 from sg2video.graphs import GraphBatch, SceneGraph, Vocab
+from sg2video.layout import LAYOUT_SOURCES
 from sg2video.layout.sampler import LayoutSampler
 from sg2video.train.checkpoint import CheckpointError, load_checkpoint
 
-LAYOUT_SOURCES = ("sampled", "given", "head")
 _BOX_SOURCE = {"sampled": "graph", "given": "graph", "head": "predicted"}  # encode_condition's name for each
 
 

@@ -6,6 +6,8 @@ from typing import Any
 from sg2video.errors import ConfigError
 
 SPLIT_NAMES = ("train", "val", "test")
+DATASET_NAMES = ("shapes", "action_genome", "visual_genome", "coco_stuff", "gif_folder")  # `data=` (build_dataset)
+DATASETS_WITH_ROOT = ("action_genome", "visual_genome", "coco_stuff", "gif_folder")
 
 
 def build_dataset(data_cfg: Any, split: str):
@@ -80,6 +82,4 @@ def _build_one(data_cfg: Any, split: str):
             resize=str(data_cfg.get("resize", "crop")),
             stride=data_cfg.get("stride"),
         )
-    raise ConfigError(
-        f"data.name={name!r} is not a dataset (accepted: shapes, action_genome, visual_genome, coco_stuff, gif_folder)"
-    )
+    raise ConfigError(f"data.name={name!r} is not a dataset (accepted: {', '.join(DATASET_NAMES)})")

@@ -16,12 +16,17 @@ from sg2video.diffusion.samplers import (
 )
 from sg2video.diffusion.schedules import NoiseSchedule, make_schedule
 
+# Where the diffusion runs (`diffusion.space`): on the frames themselves, or on the frame autoencoder's latents
+# (stage `autoencoder` trains it; the diffusion stage encodes with it and sampling decodes).
+SPACES = ("pixel", "latent")
+
 __all__ = [
     "Chunk",
     "DDIMSampler",
     "DDPMSampler",
     "GaussianDiffusion",
     "NoiseSchedule",
+    "SPACES",
     "guided_output",
     "make_sampler",
     "make_schedule",

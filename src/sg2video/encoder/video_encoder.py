@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import timm
 import torch
 from einops import rearrange
 from torch import nn
@@ -77,6 +76,8 @@ class VideoEncoder(nn.Module):
             num_classes=0,
             global_pool=pool,
         )
+        import timm  # here, not at import time: the config checks read POOLS without loading timm
+
         with hub_offline():
             if pretrained_file is None:
                 self.vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs)

@@ -73,7 +73,6 @@ class LayoutTask:
         self.relation_dropout = float(cfg.relation_dropout)
         self.prefix_prob, self.given_prob = float(cfg.prefix_prob), float(cfg.given_prob)
         self.cond_dropout = float(cfg.cond_dropout)
-        self.motion_weight = float(cfg.get("motion_loss", 0.0))
 
     def loss(self, model, clips: list[list[SceneGraph]], step: int) -> dict[str, torch.Tensor]:
         module = getattr(model, "module", model)  # DDP wraps it
@@ -96,33 +95,4 @@ class LayoutTask:
         learn = (~given & cond.has_box & cond.obj_mask[:, :, None]).to(x0.dtype)
         error = F.mse_loss(predicted, target, reduction="none").mean(dim=-1)
         box_loss = (error * learn).sum() / learn.sum().clamp(min=1)
-        terms = {"box_loss": box_loss.detach(), "scorer_loss": scorer_loss.detach()}
-        loss = box_loss + scorer_loss
-        if self.motion_weight > 0 and W > 1:
-            motion_loss = self._motion_loss(predicted, x_t, t, x0, learn)
-            loss = loss + self.motion_weight * motion_loss
-            terms["motion_loss"] = motion_loss.detach()
-        return {"loss": loss, **terms}
-
-    def _motion_loss(self, predicted: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
-                     learn: torch.Tensor) -> torch.Tensor:
-        """MSE of the frame-to-frame box changes the prediction implies against the data's, over consecutive
-        frames of which at least one is learned: motion is what the per-frame loss weighs least, and what the
-        eye sees first (a box jittering around the right place)."""
-        table = self.diffusion.schedule
-        sqrt_ab = table.sqrt_alphas_cumprod.to(device=x0.device, dtype=x0.dtype)[t][..., None]
-        sqrt_1m = table.sqrt_one_minus_alphas_cumprod.to(device=x0.device, dtype=x0.dtype)[t][..., None]
-        if self.diffusion.parameterization == "x0":
-            clean = predicted
-        elif self.diffusion.parameterization == "v":
-            clean = sqrt_ab * x_t - sqrt_1m * predicted
-        else:
-            clean = (x_t - sqrt_1m * predicted) / sqrt_ab.clamp(min=1e-4)
-        given = (t == 0)[..., None]
-        clean = torch.where(given, x0, clean)
-        step_error = ((clean[:, :, 1:] - clean[:, :, :-1]) - (x0[:, :, 1:] - x0[:, :, :-1])).square().mean(dim=-1)
-        pairs = torch.maximum(learn[:, :, 1:], learn[:, :, :-1])  # both ends have data boxes (see `learn`)...
-        pairs = pairs * (learn[:, :, 1:] + (t[:, :, 1:] == 0).to(learn.dtype)).clamp(max=1)
-        pairs = pairs * (learn[:, :, :-1] + (t[:, :, :-1] == 0).to(learn.dtype)).clamp(max=1)
-        return (step_error * pairs).sum() / pairs.sum().clamp(min=1)
-
+        return {"loss": box_loss + scorer_loss, "box_loss": box_loss.detach(), "scorer_loss": scorer_loss.detach()}

@@ -13,7 +13,8 @@ from sg2video.rundir import stage_checkpoint
 from sg2video.train.loop import LoopConfig
 
 # Keys of `train` that every stage shares; a stage's own block (e.g. `encoder.train`) sets the rest.
-SHARED_TRAIN_KEYS = ("precision", "seed", "log_every", "keep_last", "max_bad_steps", "num_workers", "compile")
+SHARED_TRAIN_KEYS = ("precision", "seed", "log_every", "keep_last", "max_bad_steps", "num_workers", "compile",
+                     "deterministic")
 
 
 def stage_loop_config(cfg: DictConfig, own: Any | None) -> LoopConfig:

@@ -236,6 +236,10 @@ def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict],
 def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | None:
     if not info.is_main:
         return None
+    from tqdm.auto import tqdm
+
+    from sg2video.logs import progress_enabled
+
     ckpt = required_checkpoint(run_dir, "diffusion")
     encoder_ckpt = stage_checkpoint(run_dir, "encoder")
     device = info.device
@@ -247,54 +251,70 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     free = box_free(graph_lists)
     guidance = float(cfg.eval.guidance)
     layout = "head" if str(cfg.layout.name) == "given" else str(cfg.layout.name)  # no boxes: nothing to be given
-    t0 = time.time()
-    videos, drawn_from = generate_for_graphs(generator, free, cfg, guidance, layout, return_graphs=True)
-    metrics: dict = {"num_samples": num, "sampler": str(cfg.eval.sampler), "steps": int(cfg.eval.sample_steps),
-                     "guidance": guidance, "seconds_per_video": (time.time() - t0) / max(1, num),
-                     "cond": generator.denoiser.cond_mode, "layout": layout, "graphs": "without boxes"}
     is_shapes = cfg.data.name == "shapes"
     few = free[: min(num, int(cfg.eval.control_samples))]
+    metrics: dict = {"num_samples": num, "sampler": str(cfg.eval.sampler), "steps": int(cfg.eval.sample_steps),
+                     "guidance": guidance, "cond": generator.denoiser.cond_mode, "layout": layout,
+                     "graphs": "without boxes"}
+    bar = tqdm(total=9, desc="eval", unit="measurement", disable=not progress_enabled())
+
+    def done(name: str) -> None:
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(1)
+
+    t0 = time.time()
+    videos, drawn_from = generate_for_graphs(generator, free, cfg, guidance, layout, return_graphs=True)
+    metrics["seconds_per_video"] = (time.time() - t0) / max(1, num)
     if is_shapes:
         metrics.update(compliance_metrics(videos, graph_lists))
-        if generator.reads_boxes:
-            given = generate_for_graphs(generator, graph_lists, cfg, guidance, "given")
-            metrics.update({f"given_boxes/{k}": v for k, v in _headline_keys(compliance_metrics(given, graph_lists)).items()})
-            if layout == "sampled":
-                head = generate_for_graphs(generator, few, cfg, guidance, "head")
-                metrics.update({f"box_head/{k}": v for k, v in
-                                _headline_keys(compliance_metrics(head, graph_lists[: len(few)])).items()})
+    done("held-out graphs without boxes")
+    if is_shapes and generator.reads_boxes:
+        given = generate_for_graphs(generator, graph_lists, cfg, guidance, "given")
+        metrics.update({f"given_boxes/{k}": v for k, v in _headline_keys(compliance_metrics(given, graph_lists)).items()})
+        if layout == "sampled":
+            head = generate_for_graphs(generator, few, cfg, guidance, "head")
+            metrics.update({f"box_head/{k}": v for k, v in
+                            _headline_keys(compliance_metrics(head, graph_lists[: len(few)])).items()})
+    done("with given boxes, box head")
+    if is_shapes:
         control = generate_for_graphs(generator, few, cfg, guidance=0.0, layout=layout)
         metrics.update({f"control_uncond/{k}": v for k, v in
                         _headline_keys(compliance_metrics(control, graph_lists[: len(few)])).items()})
-        graphs_for_diversity = int(cfg.eval.get("diversity_graphs", 0) or 0)
-        if graphs_for_diversity > 0:
-            metrics.update({f"diversity/{k}": v for k, v in diversity_metrics(
-                generator, free[:graphs_for_diversity], cfg, guidance, layout,
-                int(cfg.eval.diversity_samples)).items()})
-        long_frames = int(cfg.eval.get("long_frames", 0) or 0)
-        if long_frames > generator.clip_frames and generator.prefix_frames > 0 and int(cfg.eval.long_samples) > 0:
-            long_items = _long_clips(cfg, long_frames, int(cfg.eval.long_samples))
-            long_graphs = [it["graphs"] for it in long_items]
-            t1 = time.time()
-            long_videos = generate_for_graphs(generator, box_free(long_graphs), cfg, guidance, layout)
-            metrics["long/seconds_per_video"] = (time.time() - t1) / len(long_items)
-            metrics["long/frames"] = long_frames
-            metrics.update({f"long/{k}": v for k, v in _headline_keys(compliance_metrics(long_videos, long_graphs)).items()})
-            metrics.update({f"long/{k}": v for k, v in segment_metrics(long_videos, long_graphs).items()})
-            metrics.update({f"long/{k}": v for k, v in teleport_metrics(long_videos, long_graphs).items()})
-        if int(cfg.eval.get("manipulation_samples", 0) or 0) > 0:
-            subset = free[: int(cfg.eval.manipulation_samples)]
-            metrics.update(manipulation_metrics(generator, subset, cfg, guidance, layout))
+    done("unconditional control")
+    graphs_for_diversity = int(cfg.eval.get("diversity_graphs", 0) or 0)
+    if is_shapes and graphs_for_diversity > 0:
+        metrics.update({f"diversity/{k}": v for k, v in diversity_metrics(
+            generator, free[:graphs_for_diversity], cfg, guidance, layout, int(cfg.eval.diversity_samples)).items()})
+    done("diversity")
+    long_frames = int(cfg.eval.get("long_frames", 0) or 0)
+    if (is_shapes and long_frames > generator.clip_frames and generator.prefix_frames > 0
+            and int(cfg.eval.long_samples) > 0):
+        long_items = _long_clips(cfg, long_frames, int(cfg.eval.long_samples))
+        long_graphs = [it["graphs"] for it in long_items]
+        t1 = time.time()
+        long_videos = generate_for_graphs(generator, box_free(long_graphs), cfg, guidance, layout)
+        metrics["long/seconds_per_video"] = (time.time() - t1) / len(long_items)
+        metrics["long/frames"] = long_frames
+        metrics.update({f"long/{k}": v for k, v in _headline_keys(compliance_metrics(long_videos, long_graphs)).items()})
+        metrics.update({f"long/{k}": v for k, v in segment_metrics(long_videos, long_graphs).items()})
+        metrics.update({f"long/{k}": v for k, v in teleport_metrics(long_videos, long_graphs).items()})
+    done("long videos")
+    if is_shapes and int(cfg.eval.get("manipulation_samples", 0) or 0) > 0:
+        metrics.update(manipulation_metrics(generator, free[: int(cfg.eval.manipulation_samples)], cfg, guidance, layout))
+    done("manipulation")
     if encoder_ckpt.exists() and num >= 2:
         metrics.update(sg_score(encoder_ckpt, videos, items, int(cfg.eval.retrieval_gallery), device))
+        done("SG score")
         fid = fidelity(cfg, encoder_ckpt, videos, items, device)
         metrics.update({f"fidelity/{k}": v for k, v in fid.items()})
+    done("fidelity")
     samples = write_samples(run_dir, generator.vocab, videos, items, int(cfg.eval.save_samples), drawn_from)
     update_metrics(run_dir, "eval", metrics)
     writer = tb_writer(run_dir)
     write_scalars(writer, "eval", metrics, 0)
     writer.close()
     _report(cfg, run_dir, samples)
+    bar.close()
     if is_shapes:
         line = (f"[eval] {num} held-out graphs without boxes (layout={layout}): object accuracy "
                 f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "

@@ -31,6 +31,9 @@ from sg2video.train import checkpoint as ckpt
 from sg2video.train.distributed import DistInfo, barrier
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # `train.precision`: autocast dtype (fp16 adds a grad scaler)
+
+
 class TrainingError(UserError):
     """A run that cannot go on (e.g. the loss stayed non-finite); its last good checkpoint is kept."""
 
@@ -58,6 +61,7 @@ class LoopConfig:
     max_minutes: float = 0.0  # 0: no wall-clock budget; else stop (and save) after this long
     num_workers: int = 0
     compile: bool = False
+    deterministic: bool = False  # deterministic kernels (bitwise reruns on a GPU; CPU runs are already)
     resume: str | None = None  # a checkpoint to start from when the run dir has none of this stage
 
     @classmethod
@@ -79,8 +83,8 @@ class LoopConfig:
                 f"{prefix}.batch_size={self.batch_size} must divide evenly into {world_size} processes x "
                 f"{self.grad_accum} accumulation steps (use a multiple of {world_size * self.grad_accum})"
             )
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"{prefix}.precision={self.precision!r} is not a precision (accepted: fp32, bf16, fp16)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{prefix}.precision={self.precision!r} is not a precision (accepted: {', '.join(PRECISIONS)})")
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr={self.lr} must be > 0")
         if self.max_bad_steps < 1:
@@ -205,6 +209,8 @@ def fit(
     info = dist_info or DistInfo()
     cfg.validate(info.world_size)
     device = info.device
+    if cfg.deterministic:
+        use_deterministic_kernels()
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints" / stage
     hooks = hooks or []
@@ -447,6 +453,18 @@ def _restore_rng(state: dict, info: DistInfo, seed: int, step: int, log: Callabl
             log(f"warning: checkpoint written by {saved} processes, resuming with {info.world_size}: "
                 "random streams are reseeded (the run goes on, but not bit-identically)")
         _seed_all((seed * 1_000_003 + step) * max(1, info.world_size) + info.rank)
+
+
+def use_deterministic_kernels() -> None:
+    """Kernels that give the same bits on every rerun: cuDNN without autotuning, cuBLAS with a fixed workspace
+    (its variable must be set before the first cuBLAS call, so before training starts), and an error rather
+    than a silently nondeterministic op."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
 
 
 def _seed_all(seed: int) -> None:
