@@ -130,6 +130,11 @@ def test_every_stage_runs_on_the_dataset(tmp_path, name):
     assert evaluation["num_samples"] == test_clips
     default_cond = OmegaConf.load(REPO_ROOT / "conf" / "model" / "unet.yaml").cond
     assert evaluation["cond"] == ("none" if name == "gif_folder" else default_cond)
+    if name != "gif_folder":  # a dataset with boxes: its layout model trained, and its graphs sampled without boxes
+        assert metrics["layout"]["steps"] == 3 and metrics["layout"]["window"] == frames
+        assert evaluation["graphs"] == "without boxes" and evaluation["layout"] == "sampled"
+        layout_state = torch.load(run_dir / "checkpoints" / "diffusion" / "last.pt", weights_only=True)["layout"]
+        assert layout_state["config"]["frames"] == frames and layout_state["weights"]
     assert not [k for k in evaluation if k.startswith(SHAPES_ONLY)], sorted(evaluation)
     # SG score: generated (and real) clips retrieved against their graphs, one gallery of all samples
     assert evaluation["sg_score/gallery_size"] == test_clips
@@ -150,6 +155,9 @@ def test_every_stage_runs_on_the_dataset(tmp_path, name):
         assert sample.shape == (frames, SIZE, SIZE, 3) and sample.dtype == np.uint8
         graph = json.loads((run_dir / "samples" / f"sample_{i:03d}.json").read_text())
         assert graph["source"]["dataset"] == name and graph["source"]["split"] == "test" and graph["objects"]
+        if name != "gif_folder":  # the boxes the sample was drawn from: sampled for every object, in the frame
+            boxes = [box for segment in graph["timeline"] for box in segment["boxes"]]
+            assert boxes and all(box is not None and 0 <= min(box) and max(box) <= 1 for box in boxes)
         if name == "visual_genome":  # test images 4 and 5: objects with boxes, no relationship
             assert graph["timeline"][0]["relations"] == [] and len(graph["timeline"][0]["boxes"]) == len(graph["objects"])
     assert (run_dir / "report.html").stat().st_size > 0

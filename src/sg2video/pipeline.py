@@ -62,7 +62,7 @@ STAGE_CODE = {
                "stages/common.py", "eval/layouts.py", "eval/compliance.py"),
 }
 # `train` keys every stage's loop reads (stages.common.SHARED_TRAIN_KEYS) that change what it learns
-RESULT_TRAIN_KEYS = ("seed", "precision", "compile", "deterministic")
+RESULT_TRAIN_KEYS = ("seed", "precision", "compile", "deterministic", "threads")
 
 
 def code_hash(stage: str, root: Path | None = None) -> str:
@@ -194,6 +194,11 @@ def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = say) -> float | N
     validate(cfg)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    threads = OmegaConf.select(cfg, "train.threads")
+    if threads:  # the same thread count on every machine: CPU float results depend on how sums are split
+        import torch
+
+        torch.set_num_threads(int(threads))
     info = setup_distributed(cfg.device)
     start = time.time()
     result = None

@@ -38,6 +38,10 @@ class LayoutBatch:
     def to(self, device) -> "LayoutBatch":
         return self.map(lambda v: v.to(device))
 
+    def select(self, index: torch.Tensor) -> "LayoutBatch":
+        """The clips at `index` (B',) long."""
+        return self.map(lambda v: v[index])
+
     def repeat_interleave(self, times: int) -> "LayoutBatch":
         """Each clip `times` times in a row (candidates of one clip side by side)."""
         return self.map(lambda v: v.repeat_interleave(times, dim=0))

@@ -6,9 +6,12 @@ or segment border), and keeps its frames except its last `lookahead` ones, which
 window sees the graphs of a few frames beyond what it keeps, so objects start moving towards a relation that is
 about to change instead of jumping when it does. Boxes a graph gives are given too, in every window.
 
-Each video gets `candidates` layouts drawn side by side; `layout_scores` (the relation scorer and the data's move
-and overlap limits) picks the best of them per window. Diffusion noise makes the candidates, so different seeds
-give different layouts: the choice only drops the implausible ones.
+Each video gets `candidates` layouts drawn side by side; their boxes are moved into the range of centres and sizes
+the data covers (`LayoutStats.project`), and `layout_scores` (the relation scorer and the data's move and overlap
+limits) picks the best of them per window; a video whose best one still looks wrong draws again, up to `rounds`
+times. Diffusion noise makes the candidates, so different seeds give different
+layouts: the choice only drops the implausible ones. A request shorter than a window is laid out as a whole window
+(the last frame's graph held), the length the model was trained on.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from sg2video.diffusion import GaussianDiffusion, guided_output, make_sampler, m
 from sg2video.encoder.graph_encoder import GraphEncoder
 from sg2video.errors import ConfigError
 from sg2video.graphs import SceneGraph, Vocab, relation_segments
-from sg2video.layout.boxes import from_model_space
+from sg2video.layout.boxes import from_model_space, to_model_space
 from sg2video.layout.condition import LayoutBatch, encode_layout_batch
 from sg2video.layout.model import LayoutModule, build_layout_module
 from sg2video.layout.scorer import LayoutStats, layout_scores
@@ -117,6 +120,9 @@ class LayoutSampler:
         total = lengths.pop()
         if self.window == 1 and total > 1:  # an image model: one layout per run of identical graphs, held
             return self._stills(clips, generator, candidates, steps, guidance)
+        if total < self.window:  # the model knows windows of its own length: lay out one, the last graph held
+            longer = [list(c) + [c[-1]] * (self.window - total) for c in clips]
+            return self.sample_boxes(longer, generator, candidates, steps, guidance)[:, :, :total]
         full = encode_layout_batch(self.encoder, [list(c) for c in clips], self.device)  # boxes the graphs give
         B, K, _ = full.shape
         out = torch.zeros(B, K, total, 4, device=self.device)  # model space
@@ -128,15 +134,9 @@ class LayoutSampler:
             given = done[:, :, span].clone()
             given[:, :, : max(0, win.given_until - win.start)] = True
             given &= cond.obj_mask[:, :, None]
-            cond = cond.repeat_interleave(candidates)
-            x = self.sample_window(cond, given.repeat_interleave(candidates, 0),
-                                   out[:, :, span].repeat_interleave(candidates, 0), generator, steps, guidance)
-            if candidates > 1:
-                judged = torch.zeros(win.end - win.start, dtype=torch.bool, device=self.device)
-                judged[max(0, win.given_until - win.start):] = True
-                scores = layout_scores(self.module.scorer, self.stats, from_model_space(x), cond, judged)
-                best = scores.view(B, candidates).argmax(dim=1)
-                x = x.view(B, candidates, *x.shape[1:])[torch.arange(B, device=self.device), best]
+            judged = torch.zeros(win.end - win.start, dtype=torch.bool, device=self.device)
+            judged[max(0, win.given_until - win.start):] = True
+            x = self._best_of(cond, given, out[:, :, span], judged, generator, candidates, steps, guidance)
             keep = slice(win.given_until, win.keep_until)
             new = ~done[:, :, keep]
             part = out[:, :, keep]
@@ -145,6 +145,34 @@ class LayoutSampler:
             done[:, :, keep] = True
         boxes = from_model_space(out)
         return torch.where(full.has_box[..., None], _given_boxes(clips, K, total, self.device), boxes)
+
+    def _best_of(self, cond: LayoutBatch, given: torch.Tensor, base: torch.Tensor, judged: torch.Tensor,
+                 generator: torch.Generator | None, candidates: int, steps: int, guidance: float) -> torch.Tensor:
+        """One window's model-space boxes (B, K, W, 4): per video the best of `candidates` draws; a video whose
+        best still looks wrong (a relation the scorer reads otherwise, an implausible move or overlap) draws
+        `candidates` more, up to `rounds` times, and keeps the best of all."""
+        B = given.shape[0]
+        rounds = int(self.cfg.get("rounds", 1)) if candidates > 1 else 1
+        best = base.clone()
+        best_score = torch.full((B,), float("-inf"), device=self.device)
+        pending = torch.arange(B, device=self.device)
+        for _ in range(rounds):
+            n = len(pending)
+            sub = cond.select(pending).repeat_interleave(candidates)
+            sub_given = given[pending].repeat_interleave(candidates, 0)
+            x = self.sample_window(sub, sub_given, base[pending].repeat_interleave(candidates, 0), generator, steps,
+                                   guidance)
+            x = torch.where(sub_given[..., None], x, to_model_space(self.stats.project(from_model_space(x))))
+            scores, right = layout_scores(self.module.scorer, self.stats, from_model_space(x), sub, judged)
+            pick = scores.view(n, candidates).argmax(dim=1)
+            rows = torch.arange(n, device=self.device) * candidates + pick
+            better = scores[rows] > best_score[pending]
+            best[pending[better]] = x[rows[better]]
+            best_score[pending[better]] = scores[rows[better]]
+            pending = pending[~right[rows]]
+            if not len(pending):
+                break
+        return best
 
     def _stills(self, clips, generator, candidates, steps, guidance) -> torch.Tensor:
         """An image model's layout for a longer static or segmented graph: each segment laid out once, held."""

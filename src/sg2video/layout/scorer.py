@@ -70,18 +70,36 @@ class RelationScorer(nn.Module):
 @dataclass
 class LayoutStats:
     """What the data allows, in normalised frame units: the largest per-frame move of an object's centre and the
-    largest overlap (IoU) of two objects of one frame, as high quantiles over the training data."""
+    largest overlap (IoU) of two objects of one frame (high quantiles over the training data), and the range its
+    box centres and sizes cover per axis (low and high quantiles): `project` keeps sampled boxes inside it."""
 
     max_move: float = 1.0
     max_overlap: float = 1.0
     clips: int = 0
+    centre_lo: tuple[float, float] = (0.0, 0.0)
+    centre_hi: tuple[float, float] = (1.0, 1.0)
+    size_lo: tuple[float, float] = (0.0, 0.0)
+    size_hi: tuple[float, float] = (1.0, 1.0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LayoutStats":
-        return cls(**{k: float(v) if k != "clips" else int(v) for k, v in data.items()})
+        def value(k, v):
+            return int(v) if k == "clips" else tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
+        return cls(**{k: value(k, v) for k, v in data.items()})
+
+    def project(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Boxes (..., 4) x0 y0 x1 y1 with each centre and size moved into the range the data covers (a box the
+        data would never show, half outside the frame or of a size no object has, is drawn as its nearest one
+        that it would)."""
+        lo, hi = boxes.new_tensor(self.centre_lo), boxes.new_tensor(self.centre_hi)
+        size_lo, size_hi = boxes.new_tensor(self.size_lo), boxes.new_tensor(self.size_hi)
+        size = torch.maximum(torch.minimum(boxes[..., 2:] - boxes[..., :2], size_hi), size_lo)
+        centre = torch.maximum(torch.minimum(centres(boxes), hi), lo)
+        return torch.cat([centre - size / 2, centre + size / 2], dim=-1)
 
     @classmethod
     def measure(cls, boxes: torch.Tensor, box_mask: torch.Tensor, obj_mask: torch.Tensor,
@@ -95,10 +113,22 @@ class LayoutStats:
         pair = real[..., :, None] & real[..., None, :]
         pair &= ~torch.eye(boxes.shape[1], dtype=torch.bool, device=boxes.device)
         overlap_values = iou[pair]
+        given = box_mask & obj_mask[:, :, None]
+        centre, size = centres(boxes)[given], (boxes[..., 2:] - boxes[..., :2])[given]  # (n, 2) each
+
+        def bounds(values: torch.Tensor, q: float) -> tuple[float, float]:
+            return tuple(float(v) for v in values.quantile(q, dim=0)) if values.numel() else None  # type: ignore
+
+        ranges = {}
+        if centre.numel():
+            low = 1.0 - quantile
+            ranges = dict(centre_lo=bounds(centre, low), centre_hi=bounds(centre, quantile),
+                          size_lo=bounds(size, low), size_hi=bounds(size, quantile))
         return cls(
             max_move=float(move_values.quantile(quantile)) if move_values.numel() else 1.0,
             max_overlap=float(overlap_values.quantile(quantile)) if overlap_values.numel() else 1.0,
             clips=int(boxes.shape[0]),
+            **ranges,
         )
 
 
@@ -120,12 +150,20 @@ def violations(boxes: torch.Tensor, obj_mask: torch.Tensor, stats: LayoutStats, 
 
 
 def layout_scores(scorer: RelationScorer, stats: LayoutStats, boxes: torch.Tensor, cond, frames: torch.Tensor
-                  ) -> torch.Tensor:
-    """One number per candidate (higher is better): the summed log-probability of the graph's triples in the
-    judged frames, minus a penalty per implausible move or overlap. boxes (B, K, W, 4) x0 y0 x1 y1."""
-    log_p = scorer.triple_log_probs(boxes, cond.classes, cond.triples)  # (B, W, R)
-    relation = (log_p * (cond.triple_mask & frames[None, :, None])).sum(dim=(1, 2))
-    return relation - VIOLATION_PENALTY * violations(boxes, cond.obj_mask, stats, frames)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per candidate: a score (higher is better: the summed log-probability of the graph's triples in the judged
+    frames, minus a penalty per implausible move or overlap) and whether it looks right (every judged triple's
+    predicate is the scorer's most likely one for its boxes, and nothing is implausible). boxes (B, K, W, 4)."""
+    B, K, W, _ = boxes.shape
+    s, p, o = cond.triples.unbind(-1)
+    b = torch.arange(B, device=boxes.device)[:, None, None].expand_as(s)
+    w = torch.arange(W, device=boxes.device)[None, :, None].expand_as(s)
+    log_p = scorer(boxes[b, s, w], boxes[b, o, w], cond.classes[b, s], cond.classes[b, o]).log_softmax(-1)  # (B, W, R, P)
+    judged = cond.triple_mask & frames[None, :, None]
+    relation = (log_p.gather(-1, p[..., None])[..., 0] * judged).sum(dim=(1, 2))
+    wrong = ((log_p.argmax(-1) != p) & judged).sum(dim=(1, 2))
+    bad = violations(boxes, cond.obj_mask, stats, frames)
+    return relation - VIOLATION_PENALTY * bad, (wrong == 0) & (bad == 0)
 
 
 def scorer_accuracy(scorer: RelationScorer, boxes: torch.Tensor, classes: torch.Tensor, triples: torch.Tensor,

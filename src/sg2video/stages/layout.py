@@ -29,8 +29,6 @@ from sg2video.train.checkpoint import load_checkpoint
 from sg2video.train.distributed import DistInfo
 from sg2video.train.loop import fit
 
-WINDOW_SHARE = 4  # in short windows prefix_frames and lookahead are each at most a quarter of it (prefix >= 1)
-
 
 def layout_settings(cfg: DictConfig) -> DictConfig:
     """`layout` with its window resolved for this dataset (see conf/layout/sampled.yaml)."""
@@ -42,9 +40,9 @@ def layout_settings(cfg: DictConfig) -> DictConfig:
     if frames < 1:
         raise ConfigError(f"layout.frames={frames} must be >= 1 (or null)")
     out.frames = frames
-    prefix = min(int(out.prefix_frames), max(1, frames // WINDOW_SHARE)) if frames > 1 else 0
+    prefix = min(int(out.prefix_frames), max(1, frames // 4)) if frames > 1 else 0
     out.prefix_frames = prefix
-    out.lookahead = max(0, min(int(out.lookahead), frames // WINDOW_SHARE, frames - prefix - 1))
+    out.lookahead = max(0, min(int(out.lookahead), frames // 2, frames - prefix - 1))
     return out
 
 
