@@ -16,11 +16,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: $(VENV)/.installed
 	$(PY) src/run.py $(ARGS)
 
+# two workers (pytest-xdist): the suite is mostly subprocesses and small nets, so both cores stay busy
 test: $(VENV)/.installed
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow" $(ARGS)
 
 bench: $(VENV)/.installed  # the CPU benchmarks (experiments/bench/gpu_check.sh is the GPU one)
 	$(PIP) install -q -e ".[dev,bench]"

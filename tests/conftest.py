@@ -37,3 +37,11 @@ def slurm_cluster():
         pytest.skip(f"SLURM test cluster unavailable: {reason}")
     yield cluster
     cluster.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers), every test on the SLURM cluster runs in one worker, so
+    one cluster serves them all."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

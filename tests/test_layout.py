@@ -29,7 +29,7 @@ RED_CIRCLE, GREEN_SQUARE, BLUE_TRIANGLE = 0, 4, 8
 
 def tiny_settings(**changes):
     cfg = OmegaConf.load(CONF_DIR / "layout" / "sampled.yaml")
-    cfg.merge_with({"frames": 8, "prefix_frames": 2, "lookahead": 2, "dim": 32, "layers": 2, "heads": 2,
+    cfg.merge_with({"frames": 8, "prefix_frames": 1, "lookahead": 4, "dim": 32, "layers": 2, "heads": 2,
                     "edge_dim": 8, "timesteps": 100, "sample_steps": 10, "candidates": 2, **changes})
     return cfg
 
@@ -138,6 +138,21 @@ def test_relation_dropout_removes_whole_pairs_in_every_frame():
     assert drop_relations([clip], 0.0)[0][0].num_triples == 4
 
 
+def test_training_windows_are_cut_to_every_length_from_a_quarter_to_all():
+    from sg2video.layout.train import crop_window
+
+    torch.manual_seed(0)
+    clip = [SceneGraph([RED_CIRCLE], torch.zeros(0, 3), [[0.1 * t, 0, 0.1 * t + 0.1, 0.1]]) for t in range(8)]
+    lengths = set()
+    for _ in range(60):
+        cut = crop_window([clip, clip])
+        lengths.add(len(cut[0]))
+        assert len(cut[0]) == len(cut[1])
+        first = int(round(float(cut[0][0].boxes[0, 0]) * 10))
+        assert [g.boxes[0, 0].item() for g in cut[0]] == pytest.approx([0.1 * (first + i) for i in range(len(cut[0]))])
+    assert lengths == set(range(2, 9))  # a quarter of 8 frames, up to all 8
+
+
 def test_given_mask_gives_prefixes_and_whole_objects_never_all_and_only_real_boxes():
     torch.manual_seed(0)
     clips = [[SceneGraph([0, 4, 8], [[0, LEFT_OF, 1]], torch.rand(3, 4).sort(-1).values)] * 6 for _ in range(64)]
@@ -182,6 +197,10 @@ def test_stats_and_violations_by_hand():
     assert counts.tolist() == [2.0]  # the 0.3 move and the frame-2 overlap
     later = violations(boxes, torch.ones(1, 2, dtype=torch.bool), strict, torch.tensor([True, True, False]))
     assert later.tolist() == [0.0]
+    # gaps between the two boxes: 0.3, 0.2, then -0.1 (they overlap); the data's smallest is the last one
+    assert stats.min_gap == pytest.approx(-0.1)
+    apart = LayoutStats(max_move=1.0, max_overlap=1.0, min_gap=0.25)  # a world whose objects keep 0.25 apart
+    assert violations(boxes, torch.ones(1, 2, dtype=torch.bool), apart, torch.ones(3, dtype=torch.bool)).tolist() == [2.0]
 
 
 # -- windows -----------------------------------------------------------------------------------------

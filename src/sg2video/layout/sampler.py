@@ -10,8 +10,8 @@ Each video gets `candidates` layouts drawn side by side; their boxes are moved i
 the data covers (`LayoutStats.project`), and `layout_scores` (the relation scorer and the data's move and overlap
 limits) picks the best of them per window; a video whose best one still looks wrong draws again, up to `rounds`
 times. Diffusion noise makes the candidates, so different seeds give different
-layouts: the choice only drops the implausible ones. A request shorter than a window is laid out as a whole window
-(the last frame's graph held), the length the model was trained on.
+layouts: the choice only drops the implausible ones. The model trains on windows from a quarter of its length to
+all of it; a request shorter than that is laid out at that length, the last frame's graph held.
 """
 from __future__ import annotations
 
@@ -98,13 +98,41 @@ class LayoutSampler:
                       generator: torch.Generator | None, steps: int, guidance: float) -> torch.Tensor:
         """Model-space boxes (B, K, W, 4) for one window; `given` (B, K, W) entries are `given_boxes`."""
         sampler = make_sampler("ddim", self.diffusion.schedule, steps, float(self.cfg.get("eta", 0.0)))
+        push = float(self.cfg.get("scorer_guidance", 0.0) or 0.0)
         x = torch.randn(given_boxes.shape, generator=generator, device=self.device)
         for t in sampler.timesteps:
             x = torch.where(given[..., None], given_boxes, x)
             steps_t = torch.where(given, 0, t)
             out = guided_output(self.module.denoiser, x, steps_t, cond, guidance)
+            if push > 0:
+                out = self._scorer_push(out, x, t, cond, given, push)
             x = sampler.step(out, t, x, self.diffusion, generator, clip_x0=True)
         return torch.where(given[..., None], given_boxes, x)
+
+    def _scorer_push(self, out: torch.Tensor, x: torch.Tensor, t: int, cond: LayoutBatch, given: torch.Tensor,
+                     push: float) -> torch.Tensor:
+        """The model output with its predicted clean boxes moved up the relation scorer's log-probability of the
+        graph's triples (each coordinate by at most `push` of the model-space range), as the output that
+        predicts them: guidance by the scorer, so a graph unlike the data's still gets its relations."""
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        x0, _ = self.diffusion.predict_x0_eps(out, x, t_batch)
+        with torch.inference_mode(False), torch.enable_grad():  # also under a caller's inference mode
+            clean = x0.clone().clamp(-1, 1).requires_grad_(True)
+            log_p = self.module.scorer.triple_log_probs(from_model_space(clean), cond.classes.clone(),
+                                                        cond.triples.clone())
+            (grad,) = torch.autograd.grad((log_p * cond.triple_mask.clone()).sum(), clean)
+        step = grad / grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8) * push
+        if step.shape[2] > 2:  # smooth over frames: a push that jitters from frame to frame would read as motion
+            padded = torch.cat([step[:, :, :1], step, step[:, :, -1:]], dim=2)
+            step = (padded[:, :, :-2] + 2 * padded[:, :, 1:-1] + padded[:, :, 2:]) / 4
+        x0 = torch.where(given[..., None], x0, x0 + step)
+        sqrt_ab = self.diffusion.coef("sqrt_alphas_cumprod", t_batch, x)
+        sqrt_1m = self.diffusion.coef("sqrt_one_minus_alphas_cumprod", t_batch, x)
+        if self.diffusion.parameterization == "x0":
+            return x0
+        if self.diffusion.parameterization == "v":
+            return (sqrt_ab * x - x0) / sqrt_1m
+        return (x - sqrt_ab * x0) / sqrt_1m
 
     @torch.no_grad()
     def sample_boxes(self, clips: Sequence[Sequence[SceneGraph]], generator: torch.Generator | None = None,
@@ -120,8 +148,9 @@ class LayoutSampler:
         total = lengths.pop()
         if self.window == 1 and total > 1:  # an image model: one layout per run of identical graphs, held
             return self._stills(clips, generator, candidates, steps, guidance)
-        if total < self.window:  # the model knows windows of its own length: lay out one, the last graph held
-            longer = [list(c) + [c[-1]] * (self.window - total) for c in clips]
+        shortest = max(1, self.window // 4)  # the shortest window the model trained on (layout.train.crop_window)
+        if total < shortest:  # lay out the shortest window it knows, the last graph held
+            longer = [list(c) + [c[-1]] * (shortest - total) for c in clips]
             return self.sample_boxes(longer, generator, candidates, steps, guidance)[:, :, :total]
         full = encode_layout_batch(self.encoder, [list(c) for c in clips], self.device)  # boxes the graphs give
         B, K, _ = full.shape

@@ -75,6 +75,7 @@ class LayoutStats:
 
     max_move: float = 1.0
     max_overlap: float = 1.0
+    min_gap: float = -1.0  # the smallest gap between two objects' boxes of a frame (negative: they overlap)
     clips: int = 0
     centre_lo: tuple[float, float] = (0.0, 0.0)
     centre_hi: tuple[float, float] = (1.0, 1.0)
@@ -113,6 +114,7 @@ class LayoutStats:
         pair = real[..., :, None] & real[..., None, :]
         pair &= ~torch.eye(boxes.shape[1], dtype=torch.bool, device=boxes.device)
         overlap_values = iou[pair]
+        gap_values = pairwise_gap(boxes.transpose(1, 2))[pair]
         given = box_mask & obj_mask[:, :, None]
         centre, size = centres(boxes)[given], (boxes[..., 2:] - boxes[..., :2])[given]  # (n, 2) each
 
@@ -127,9 +129,18 @@ class LayoutStats:
         return cls(
             max_move=float(move_values.quantile(quantile)) if move_values.numel() else 1.0,
             max_overlap=float(overlap_values.quantile(quantile)) if overlap_values.numel() else 1.0,
+            min_gap=float(gap_values.quantile(1.0 - quantile)) if gap_values.numel() else -1.0,
             clips=int(boxes.shape[0]),
             **ranges,
         )
+
+
+def pairwise_gap(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., K, 4) x0 y0 x1 y1 -> (..., K, K): how far apart two boxes are along the axis that separates them
+    most (positive: a gap between them; negative: how deep they overlap)."""
+    a, b = boxes[..., :, None, :], boxes[..., None, :, :]
+    return torch.stack([b[..., 0] - a[..., 2], a[..., 0] - b[..., 2], b[..., 1] - a[..., 3], a[..., 1] - b[..., 3]],
+                       dim=-1).amax(dim=-1)
 
 
 def _nonempty(boxes: torch.Tensor) -> torch.Tensor:
@@ -137,15 +148,17 @@ def _nonempty(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def violations(boxes: torch.Tensor, obj_mask: torch.Tensor, stats: LayoutStats, frames: torch.Tensor,
-               move_slack: float = 1.15, overlap_slack: float = 0.05) -> torch.Tensor:
-    """Implausible moves and overlaps per candidate: boxes (B, K, W, 4) x0 y0 x1 y1, obj_mask (B, K), frames (W,)
-    bool: the frames being judged (a move counts when it ends in one) -> (B,) float counts."""
+               move_slack: float = 1.15, overlap_slack: float = 0.05, gap_slack: float = 0.01) -> torch.Tensor:
+    """Implausible moves, overlaps and objects closer than the data's ever are, per candidate: boxes (B, K, W, 4)
+    x0 y0 x1 y1, obj_mask (B, K), frames (W,) bool: the frames being judged (a move counts when it ends in one)
+    -> (B,) float counts."""
     step = moves(boxes)  # (B, K, W - 1)
     fast = (step > stats.max_move * move_slack) & obj_mask[..., None] & frames[1:]
     iou = pairwise_iou(boxes.transpose(1, 2))  # (B, W, K, K)
     pair = obj_mask[:, None, :, None] & obj_mask[:, None, None, :]
     pair = pair & ~torch.eye(boxes.shape[1], dtype=torch.bool, device=boxes.device) & frames[None, :, None, None]
-    overlapping = (iou > stats.max_overlap + overlap_slack) & pair
+    overlapping = ((iou > stats.max_overlap + overlap_slack) | (pairwise_gap(boxes.transpose(1, 2))
+                                                                 < stats.min_gap - gap_slack)) & pair
     return fast.sum(dim=(1, 2)).float() + overlapping.sum(dim=(1, 2, 3)).float() / 2
 
 

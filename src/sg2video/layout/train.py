@@ -2,6 +2,7 @@
 training data's own per-frame graphs and boxes.
 
 Per clip of a batch (random draws from torch's global generator, which the training loop seeds and restores):
+- a window length: the batch is cut to a random length from a quarter of the window to all of it;
 - relation dropout: with probability `relation_dropout`, each pair of objects loses its triples in every frame,
   before the frozen encoder sees the graph, so that graphs a person writes (a few relations, not every pair)
   are in the training distribution;
@@ -49,6 +50,20 @@ def drop_relations(clips: Sequence[Sequence[SceneGraph]], probability: float) ->
     return out
 
 
+def shortest_window(window: int) -> int:
+    """The shortest window the layout model trains on (and lays out without padding): a quarter of its own."""
+    return max(1, window // 4)
+
+
+def crop_window(clips: list[list[SceneGraph]]) -> list[list[SceneGraph]]:
+    """The batch cut to one random length in [shortest_window(W), W] from a random start: the model learns every
+    window length it is asked for (a 4-frame clip, a timeline's last window), and short steps are cheap."""
+    W = len(clips[0])
+    length = int(torch.randint(shortest_window(W), W + 1, ()))
+    start = int(torch.randint(0, W - length + 1, ()))
+    return [clip[start : start + length] for clip in clips]
+
+
 def given_mask(cond: LayoutBatch, prefix_prob: float, given_prob: float) -> torch.Tensor:
     """(B, K, W) bool: the entries given to the model as clean boxes in this training batch."""
     B, K, W = cond.shape
@@ -77,6 +92,7 @@ class LayoutTask:
     def loss(self, model, clips: list[list[SceneGraph]], step: int) -> dict[str, torch.Tensor]:
         module = getattr(model, "module", model)  # DDP wraps it
         device = next(module.parameters()).device
+        clips = crop_window(clips)
         full = encode_layout_batch(None, clips, device)  # the data's graphs and boxes, for the scorer
         cond = encode_layout_batch(self.encoder, drop_relations(clips, self.relation_dropout), device)
         B, K, W = cond.shape
