@@ -1,9 +1,17 @@
 """Shared pytest fixtures."""
 import os
 
-import pytest
+# `make test` runs two workers on two cores: OpenMP threads that spin while they wait, or a second torch thread
+# per worker, make the workers fight for the cores (a 40 s fixture took 13 minutes that way)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from sg2video.config import register_resolvers
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sg2video.config import register_resolvers  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 # Composing conf/ needs its resolvers and the schemas (sg2video.schema) in Hydra's ConfigStore, as the CLIs do.
 register_resolvers()
@@ -39,9 +47,19 @@ def slurm_cluster():
     cluster.stop()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), every test on the SLURM cluster runs in one worker, so
-    one cluster serves them all."""
+    one cluster serves them all; and the tests of a module that share a module-scoped fixture (a trained model, a
+    run) run in one worker, so the fixture is built once, not once per worker (the expensive ones are
+    session-scoped: a worker may run other modules' tests in between, which would tear a module fixture down)."""
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        shared = info is not None and any(
+            definition.scope in ("module", "session") and definition.baseid == item.nodeid.split("::")[0]
+            for definitions in info.name2fixturedefs.values() for definition in definitions)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

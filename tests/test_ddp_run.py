@@ -67,7 +67,7 @@ def initial_weights(run_dir: Path) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def shared_start(tmp_path_factory) -> tuple[Path, list[str]]:
     run_dir = tmp_path_factory.mktemp("init") / "run"
     initial_weights(run_dir)
@@ -75,14 +75,14 @@ def shared_start(tmp_path_factory) -> tuple[Path, list[str]]:
     return run_dir, [f"++encoder.train.resume={ckpt / 'encoder' / 'last.pt'}", f"train.resume={ckpt / 'diffusion' / 'last.pt'}"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def ddp_run(tmp_path_factory, shared_start) -> tuple[Path, subprocess.CompletedProcess]:
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
     proc = run_torchrun(*SMOKE, *GLOBAL_BATCH, *shared_start[1], f"hydra.run.dir={run_dir}")
     return run_dir, proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def single_run(tmp_path_factory, shared_start, ddp_run) -> Path:
     """The diffusion stage in 1 process, on the DDP run's encoder (so that only the stage itself differs)."""
     run_dir = tmp_path_factory.mktemp("single") / "run"

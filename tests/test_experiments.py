@@ -270,7 +270,7 @@ def run_py(*args: str) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "src" / "run.py"), *args]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def local_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("local_sweep")
     sweep = root / "sweep"

@@ -221,11 +221,10 @@ def test_windows_cover_a_timeline_with_given_prefixes_and_lookahead():
 # -- a trained model ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def trained_sampler():
     """A small layout model trained 800 steps on 8-frame shapes clips (32 px), with a random frozen encoder (400
     steps left it jittery: 6% of its moves were 1.5x the world's longest; 800: 1.6%)."""
-    torch.set_num_threads(2)
     torch.manual_seed(0)
     settings = tiny_settings(dim=64, layers=3, heads=4, edge_dim=16, parameterization="v", sample_steps=20,
                              candidates=4)

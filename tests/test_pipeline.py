@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from sg2video.cli import CONF_DIR, REPO_ROOT
 from sg2video.config import register_resolvers, validate
 
-SMOKE = ["+experiment=smoke"]
+SMOKE = ["+experiment=smoke", "data.val_size=16", "data.test_size=16"]  # the smoke experiment fits any dataset
 
 
 def compose_cfg(overrides: list[str]):
@@ -84,7 +84,7 @@ def test_a_bad_value_in_a_sweep_stops_the_whole_sweep_before_it_starts(tmp_path)
 # -- a tiny trained pipeline, shared by the tests below ------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={run_dir}", "cache_dir=null")

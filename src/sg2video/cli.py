@@ -35,6 +35,8 @@ HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help
                     "--experimental-rerun", "--resolve")
 # conf/config.yaml finds experiments/ through this variable, wherever the command is run from
 os.environ.setdefault("SG2VIDEO_ROOT", str(REPO_ROOT))
+# whoever composes CONF_DIR (the entry points, tests, benchmarks) needs the resolvers and the schemas it names
+register_resolvers()
 
 
 def _first_line(err: BaseException) -> str:
