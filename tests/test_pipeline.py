@@ -110,6 +110,46 @@ def test_smoke_run_writes_every_stage_output(smoke_run):
 
 
 @pytest.mark.slow
+def test_run_log_holds_every_line_the_run_printed_and_a_resumed_run_says_so(smoke_run, tmp_path):
+    run_dir, stdout = smoke_run
+    log = (run_dir / "run.log").read_text()
+    printed = [line for line in stdout.splitlines() if line.strip()]
+    assert printed and all(line in log for line in printed), [line for line in printed if line not in log]
+    for stage in ("encoder", "layout", "diffusion", "eval"):
+        assert f"[{stage}] starting" in log and f"[{stage}] done in" in log
+    # a run that goes on from where an earlier one stopped says so in the same log
+    run = tmp_path / "again"
+    for steps in (2, 2, 3):  # trained; kept as it is; asked for one step more: resumed
+        proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={run}", "cache_dir=null", "stage=encoder",
+                       f"encoder.train.max_steps={steps}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (run / "run.log").read_text()
+    assert log.count("[encoder] starting") == 3
+    assert "[encoder] finished in this run dir at step 2: kept" in log and "[encoder] resuming from step 2" in log
+    state = torch.load(run / "checkpoints" / "encoder" / "last.pt", weights_only=True)
+    assert state["step"] == 3 and state["finished"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_runs_of_one_config_train_bitwise_the_same_weights_on_cpu(tmp_path, threads):
+    """Step budgets and a fixed thread count (train.threads): the same config gives the same weights, however busy
+    the machine (here: the other pytest worker competes for the cores)."""
+    weights = []
+    for name in ("a", "b"):
+        proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={tmp_path / name}", "cache_dir=null", "stage=encoder",
+                       "encoder.train.max_steps=6", f"train.threads={threads}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        state = torch.load(tmp_path / name / "checkpoints" / "encoder" / "last.pt", weights_only=True)
+        weights.append(state["model"])
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 10
+    differing = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    assert differing == []
+    earlier = torch.load(tmp_path / "a" / "checkpoints" / "encoder" / "step_0000004.pt", weights_only=True)["model"]
+    assert any(not torch.equal(earlier[k], weights[0][k]) for k in earlier)  # and the last steps did change them
+
+
+@pytest.mark.slow
 def test_rerun_in_the_same_directory_does_not_redo_finished_stages(smoke_run):
     run_dir, _ = smoke_run
     before = (run_dir / "checkpoints" / "diffusion" / "last.pt").stat().st_mtime_ns

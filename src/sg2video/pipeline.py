@@ -118,8 +118,13 @@ def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], P
     """Reuse a finished stage from the cache, or train it and store it there."""
     target = stage_checkpoint(run_dir, stage)
     cache_root = OmegaConf.select(cfg, "cache_dir", default=None)
-    if target.exists() and _is_finished(target):
+    done = _finished_step(target)
+    wanted = OmegaConf.select(cfg, f"{stage}.train.max_steps", default=None)
+    if done is not None and (not wanted or done >= wanted):
+        log(f"[{stage}] finished in this run dir at step {done}: kept (delete {target} to train it anew)")
         return target
+    if done is not None:  # asked for more steps than it has: the stage's loop resumes from its checkpoint
+        return train()
     if not cache_root or info.world_size > 1:
         return train()
     entry = Path(cache_root) / stage / cache_key(cfg, stage)
@@ -154,12 +159,20 @@ def _restore_stage_metrics(entry: Path, run_dir: Path, stage: str) -> None:
 
 
 def _is_finished(path: Path) -> bool:
+    return _finished_step(path) is not None
+
+
+def _finished_step(path: Path) -> int | None:
+    """The step of a finished stage checkpoint; None when there is none, it is unfinished or unreadable."""
     from sg2video.train.checkpoint import CheckpointError, load_checkpoint
 
+    if not path.exists():
+        return None
     try:
-        return bool(load_checkpoint(path).get("finished"))
+        state = load_checkpoint(path)
     except CheckpointError:
-        return False
+        return None
+    return int(state.get("step", 0)) if state.get("finished") else None
 
 
 # -- the pipeline --------------------------------------------------------------------------------
