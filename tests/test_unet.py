@@ -345,3 +345,75 @@ def test_layout_maps_carry_each_pixels_position_inside_its_box():
     assert u[:, :4].abs().sum() == 0 and u[:8].abs().sum() == 0  # zero outside the box
     dropped = maps_module(cond, torch.tensor([True]), 1, 1, 16, 16)
     assert dropped.abs().sum() == 0
+
+
+# ---------------------------------------------------------------- where each mode's condition enters
+
+
+def _grads_by_module(model: nn.Module, cond: Conditioning, x, t, names: list[str]) -> dict[str, float]:
+    """|d loss / d parameter| summed over each named module's parameters, for a loss on the output."""
+    model.zero_grad()
+    model(x, t, cond).square().mean().backward()
+    modules = dict(model.named_modules())
+    return {name: sum(p.grad.abs().sum().item() for p in modules[name].parameters() if p.grad is not None)
+            for name in names}
+
+
+def test_crossattn_condition_reaches_every_level_it_claims_and_no_other():
+    """With cross-attention at levels 0 and 1, the tokens' keys/values get a gradient in every spatial attention
+    block of those levels (down, mid, up); the tokens themselves get one, and changing them changes the output."""
+    model = wake_zero_init(tiny("crossattn", spatial_attn_levels=(0, 1))).train()
+    x, t = inputs()
+    cond = make_cond(2, 4)
+    cond.tokens.requires_grad_(True)
+    blocks = [name for name, m in model.named_modules() if type(m).__name__ == "SpatialAttention"]
+    assert {name.split(".")[0] for name in blocks} == {"down", "mid", "up"} and len(blocks) >= 5
+    for name in blocks:
+        assert dict(model.named_modules())[name].has_context, name  # every spatial block attends to the graph
+    grads = _grads_by_module(model, cond, x, t, [f"{name}.cross_kv" for name in blocks])
+    assert all(g > 0 for g in grads.values()), grads
+    assert cond.tokens.grad[cond.token_mask].abs().sum() > 0
+    assert cond.tokens.grad[~cond.token_mask].abs().sum() == 0  # padding slots: no path from them to the output
+
+
+def test_concat_condition_reaches_every_resblock_through_the_time_embedding():
+    model = wake_zero_init(tiny("concat")).train()
+    x, t = inputs()
+    cond = make_cond(2, 4)
+    cond.global_vec.requires_grad_(True)
+    blocks = [name for name, m in model.named_modules() if type(m).__name__ == "ResBlock"]
+    model.zero_grad()
+    model(x, t, cond).square().mean().backward()
+    assert cond.global_vec.grad.abs().sum() > 0
+    # each ResBlock's own scale/shift layer is fed by time + graph: perturbing the graph moves every block's input
+    seen = {}
+    hooks = [dict(model.named_modules())[name].register_forward_hook(
+        lambda m, args, out, name=name: seen.setdefault(name, []).append(args[1].detach().clone())) for name in blocks]
+    with torch.no_grad():
+        model(x, t, cond)
+        model(x, t, Conditioning(global_vec=cond.global_vec.detach() + 1.0))
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == len(blocks) and all((a - b).abs().amax() > 1e-3 for a, b in seen.values()), list(seen)
+
+
+def test_coords_give_the_net_each_pixels_position():
+    """model.coords: two more input channels hold each pixel's x and y in [-1, 1] (CoordConv), on every frame
+    of every clip, at any size; they change what the net computes."""
+    plain, placed = tiny("none"), tiny("none", coords=True)
+    assert placed.init_conv.weight.shape[1] == plain.init_conv.weight.shape[1] + 2
+    seen = []
+    placed.init_conv.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    x, t = inputs(batch=2, frames=3, size=12)
+    x = x[..., :12, :]
+    x = torch.cat((x, x[..., :8]), dim=-1)  # 12 high, 20 wide
+    with torch.no_grad():
+        out = placed(x, t)
+        assert out.shape == x.shape
+        grid = seen[-1][:, -2:]  # ((b t) or b, 2, ..., H, W) as the first conv sees it
+        xs, ys = grid[:, 0], grid[:, 1]
+        assert torch.allclose(xs[..., 0, :], torch.linspace(-1, 1, 20).expand_as(xs[..., 0, :]))
+        assert torch.allclose(ys[..., :, 0], torch.linspace(-1, 1, 12).expand_as(ys[..., :, 0]))
+        assert (xs.amax(-2) == xs.amin(-2)).all() and (ys.amax(-1) == ys.amin(-1)).all()  # x varies along W only
+        placed.init_conv.weight[:, -2:] = 0
+        assert (placed(x, t) - out).abs().amax() > 1e-4

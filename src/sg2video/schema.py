@@ -227,6 +227,7 @@ class ModelSchema:
     norm_groups: int = key(ge=1)
     dropout: float = key(ge=0.0, lt=1.0)
     upsample_conv: bool = key()
+    coords: bool = key()
     cfg_dropout: float = key(ge=0.0, le=1.0)
     prefix_dropout: float = key(ge=0.0, le=1.0)
 

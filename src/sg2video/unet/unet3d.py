@@ -14,7 +14,8 @@ Shape of the net (levels i = 0 .. len(dim_mults) - 1, width dim * dim_mults[i]):
                as down level i]
   out:         GroupNorm, SiLU, 3x3 conv per frame.
 Down/up sampling is spatial only; T is never resampled. The per-frame time embedding (plus the projected
-global vector in concat mode) modulates every ResBlock of its frame.
+global vector in concat mode) modulates every ResBlock of its frame. With `coords`, two input channels give each
+pixel its position (x, y in [-1, 1]; CoordConv), so attention and convolutions know where "left" and "above" are.
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ class UNet3D(nn.Module):
         upsample_conv: bool = False,
         temporal_buckets: int = 32,
         temporal_max_distance: int = 64,
+        coords: bool = False,
     ):
         """cond_dim: width D_c of the graph tokens / global vector / object vectors (the encoder's output).
 
@@ -119,6 +121,8 @@ class UNet3D(nn.Module):
         self.cross_context = CrossAttnContext(cond_dim) if self.cond_mode == "crossattn" else None
         self.layout_maps = LayoutMaps(cond_dim, layout_channels) if self.cond_mode == "layout" else None
         extra_in = self.layout_maps.out_channels if self.layout_maps is not None else 0
+        self.coords = coords  # two input channels holding each pixel's position (x, y in [-1, 1]): CoordConv
+        extra_in += 2 if coords else 0
 
         def stage(level: int, in_ch: int, out_ch: int) -> _Stage:
             return _Stage(
@@ -187,6 +191,11 @@ class UNet3D(nn.Module):
         if self.layout_maps is not None:
             maps = self.layout_maps(cond, drop_cond, batch, frames, height, width)
             h = torch.cat((h, maps.to(h.dtype)), dim=1)
+        if self.coords:
+            ys = torch.linspace(-1, 1, height, device=h.device, dtype=h.dtype)
+            xs = torch.linspace(-1, 1, width, device=h.device, dtype=h.dtype)
+            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x, y
+            h = torch.cat((h, grid.expand(h.shape[0], -1, -1, -1)), dim=1)
         h = self.init_conv(h)
 
         if still is not None:
