@@ -131,21 +131,23 @@ def test_run_log_holds_every_line_the_run_printed_and_a_resumed_run_says_so(smok
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("threads", [1, 2])
-def test_two_runs_of_one_config_train_bitwise_the_same_weights_on_cpu(tmp_path, threads):
-    """Step budgets and a fixed thread count (train.threads): the same config gives the same weights, however busy
-    the machine (here: the other pytest worker competes for the cores)."""
+def test_two_runs_of_one_config_train_bitwise_the_same_weights_on_cpu(tmp_path):
+    """Step budgets and a fixed thread count (the default train.threads=2): the same config gives the same
+    weights, however busy the machine (here the other pytest worker competes for the cores). The default encoder
+    at its default batch: with tiny graphs the thread-order-dependent sums of advanced indexing's backward did
+    not show (the smoke encoder agreed bitwise), at this size they did."""
     weights = []
     for name in ("a", "b"):
-        proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={tmp_path / name}", "cache_dir=null", "stage=encoder",
-                       "encoder.train.max_steps=6", f"train.threads={threads}")
+        proc = run_cli("run.py", "stage=encoder", "cache_dir=null", f"hydra.run.dir={tmp_path / name}",
+                       "encoder.train.max_steps=4", "encoder.train.ckpt_every=2", "encoder.train.eval_clips=16")
         assert proc.returncode == 0, proc.stderr[-2000:]
         state = torch.load(tmp_path / name / "checkpoints" / "encoder" / "last.pt", weights_only=True)
+        assert state["config"]["train"]["threads"] == 2
         weights.append(state["model"])
-    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 10
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 100
     differing = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
     assert differing == []
-    earlier = torch.load(tmp_path / "a" / "checkpoints" / "encoder" / "step_0000004.pt", weights_only=True)["model"]
+    earlier = torch.load(tmp_path / "a" / "checkpoints" / "encoder" / "step_0000002.pt", weights_only=True)["model"]
     assert any(not torch.equal(earlier[k], weights[0][k]) for k in earlier)  # and the last steps did change them
 
 

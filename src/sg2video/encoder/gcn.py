@@ -56,7 +56,9 @@ class GraphTripleConv(nn.Module):
         """
         num_objs, hidden = obj_vecs.shape[0], self.hidden
         subj, obj = edges[:, 0], edges[:, 1]
-        triple_in = torch.cat([obj_vecs[subj], pred_vecs, obj_vecs[obj]], dim=1)  # (R, 3D)
+        # index_select, not obj_vecs[subj]: the backward of advanced indexing (index_put_ with accumulate) adds in
+        # a thread-dependent order on CPU, so two runs of one config trained different weights
+        triple_in = torch.cat([obj_vecs.index_select(0, subj), pred_vecs, obj_vecs.index_select(0, obj)], dim=1)
         triple_out = self.triple_net(triple_in)  # (R, 2H + D)
         subj_cand = triple_out[:, :hidden]
         new_pred = triple_out[:, hidden : hidden + self.dim]
