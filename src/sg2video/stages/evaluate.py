@@ -316,7 +316,8 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     _report(cfg, run_dir, samples)
     bar.close()
     if is_shapes:
-        line = (f"[eval] {num} held-out graphs without boxes (layout={layout}): object accuracy "
+        how = f"layout={layout}" if cfg.model.cond == "layout" else f"model.cond={cfg.model.cond}, no layout"
+        line = (f"[eval] {num} held-out graphs without boxes ({how}): object accuracy "
                 f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
                 f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
                 f"{metrics['control_uncond/relation_accuracy']:.3f})")
