@@ -116,7 +116,9 @@ class GraphEncoder(nn.Module):
             dim=1,
         )
         obj_vecs, pred_vecs = node_vecs[:num_objs], edge_vecs[:num_triples]
-        triple_tokens = self.triple_proj(torch.cat([obj_vecs[triples[:, 0]], pred_vecs, obj_vecs[triples[:, 2]]], 1))
+        # index_select, not obj_vecs[...]: advanced indexing's backward adds in a thread-dependent order on CPU
+        subj_vecs, obj_vecs_ = obj_vecs.index_select(0, triples[:, 0]), obj_vecs.index_select(0, triples[:, 2])
+        triple_tokens = self.triple_proj(torch.cat([subj_vecs, pred_vecs, obj_vecs_], 1))
         object_tokens = self.object_proj(obj_vecs)
         tokens, token_mask = self._pad_tokens(graphs, triple_tokens, object_tokens)
         return GraphEncoding(
