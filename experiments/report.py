@@ -10,6 +10,8 @@ Reads every job directory of a Hydra multirun (`<sweep dir>/<job number>/` with 
   sweep directory (no dates, no absolute paths), so committed tables regenerate byte for byte.
 - `metrics.png`: each metric against the swept value, mean +- std over seeds, single runs as dots.
 - `losses.png`: training losses from TensorBoard, one line per arm (mean over its seeds).
+- `curves.md`, `curves.png` (jobs run with `eval.curve_every`): box-free held-out object / relation accuracy and
+  objects kept through the clip against diffusion steps and against training CPU time, per arm, mean over seeds.
 - `comparison.html`: one self-contained page (images as data URIs) with the table, the plots, and the
   best and worst sample of each arm, scored one by one with the shapes compliance checker.
 
@@ -34,7 +36,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from sg2video.eval.report import _png_uri, _sample_card, html_page, read_scalars
-from sg2video.rundir import read_failure
+from sg2video.rundir import read_curve, read_failure
 from sg2video.video_io import write_atomic
 
 SEED_KEY = "train.seed"
@@ -510,6 +512,78 @@ reused it: shared encoders show under the arm whose job trained them.</p>
     return page
 
 
+# -- training curves (eval.curve_every) -------------------------------------------------------------
+
+CURVE_KEYS = (("objects", "object_accuracy"), ("relations", "relation_accuracy"), ("kept", "identity/kept"))
+
+
+def curve_points(arm: Arm) -> dict[int, dict[str, list[float]]]:
+    """step -> {key: [one value per seed that has a point there]} for an arm's finished jobs (CPU minutes too)."""
+    out: dict[int, dict[str, list[float]]] = {}
+    for job in arm.ok:
+        for point in read_curve(job.path):
+            row = out.setdefault(int(point["step"]), {})
+            for _, key in CURVE_KEYS:
+                value = point.get(key)
+                row.setdefault(key, []).append(float(value) if isinstance(value, (int, float)) else math.nan)
+            row.setdefault("cpu_minutes", []).append(float(point.get("train_cpu_seconds") or math.nan) / 60)
+    return dict(sorted(out.items()))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, len(finite)
+
+
+def curves_markdown(summary: Summary) -> str | None:
+    rows = []
+    for arm in summary.arms:
+        for step, row in curve_points(arm).items():
+            cells = []
+            for _, key in CURVE_KEYS:
+                mean, std, n = _mean_std(row[key])
+                cells.append("n/a" if n == 0 else f"{mean:.3f}" + (f" ± {std:.3f}" if n > 1 else ""))
+            cpu, _, n = _mean_std(row["cpu_minutes"])
+            rows.append(f"| {_md_escape(arm.label(summary.keys))} | {step} | {' | '.join(cells)} | {_fixed(cpu)} | {n} |")
+    if not rows:
+        return None
+    head = ("| arm | step | objects | relations | kept through the clip | train CPU min | seeds |\n"
+            "|---|---|---|---|---|---|---|")
+    return (f"# Training curves: {summary.sweep_name}\n\nHeld-out graphs without boxes, scored by the shapes "
+            "checker at every `eval.curve_every` steps (EMA weights); mean ± std over seeds.\n\n" + head + "\n"
+            + "\n".join(rows) + "\n")
+
+
+def plot_compliance_curves(summary: Summary) -> Figure | None:
+    arms = [(arm.label(summary.keys), curve_points(arm)) for arm in summary.arms]
+    arms = [(label, points) for label, points in arms if points]
+    if not arms:
+        return None
+    fig = Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
+    for label, points in arms:
+        steps = list(points)
+        for ax, (title, key) in zip(axes[:3], CURVE_KEYS):
+            stats = [_mean_std(points[s][key]) for s in steps]
+            mean = np.array([m for m, _, _ in stats])
+            std = np.nan_to_num(np.array([d for _, d, _ in stats]))
+            line = ax.plot(steps, mean, marker=".", label=label)[0]
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            ax.set_title(title)
+            ax.set_xlabel("diffusion steps")
+            ax.set_ylim(-0.02, 1.02)
+        cpu = [_mean_std(points[s]["cpu_minutes"])[0] for s in steps]
+        axes[3].plot(cpu, [_mean_std(points[s]["object_accuracy"])[0] for s in steps], marker=".", label=label)
+    axes[3].set_title("objects at equal CPU time")
+    axes[3].set_xlabel("training CPU minutes (all threads)")
+    axes[3].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _save_png(fig: Figure, path: Path) -> None:
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
 
@@ -530,6 +604,13 @@ def write_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
         if fig is not None:
             paths[name] = out / name
             _save_png(fig, paths[name])
+    curves_text, curves_fig = curves_markdown(summary), plot_compliance_curves(summary)
+    if curves_text is not None:
+        paths["curves.md"] = out / "curves.md"
+        write_atomic(paths["curves.md"], lambda tmp: tmp.write_text(curves_text, encoding="utf-8"))
+    if curves_fig is not None:
+        paths["curves.png"] = out / "curves.png"
+        _save_png(curves_fig, paths["curves.png"])
     page = comparison_html(summary, metrics_fig, losses_fig)
     write_atomic(paths["comparison.html"], lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return summary, paths

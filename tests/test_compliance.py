@@ -236,3 +236,26 @@ def test_the_world_move_limit_bounds_every_detected_move_of_ground_truth_and_is_
     longest = max(float(object_moves(it["video"], it["graphs"]).max(initial=0.0)) for it in items)
     assert longest <= world_move_limit(size) + 1e-9
     assert longest >= world_move_limit(size) - 1.5  # the bound is not loose: ground truth comes close to it
+
+
+def test_relation_accuracy_among_detected_pairs_separates_missing_objects_from_misplaced_ones():
+    from sg2video.data.shapes import COLOURS, ShapesDataset
+    from sg2video.eval.compliance import colour_labels
+
+    data = ShapesDataset("test", 32, size=32, frames=4)
+    horizontal = {LEFT_OF, RIGHT_OF}  # predicate ids
+    item = next(it for it in (data[i] for i in range(32)) if it["graphs"][0].num_objects >= 3
+                and horizontal & set(it["graphs"][0].triples[:, 1].tolist()))
+    video, graphs = item["video"].permute(0, 2, 3, 1).numpy(), item["graphs"]
+    truth = score_videos([video], [graphs])
+    assert truth["relation_accuracy"] == 1.0 and truth["relation_accuracy_detected"] == 1.0
+    # one object erased everywhere: its triples fail, but among pairs still both there every relation holds
+    labels, _ = colour_labels(video)
+    colour = [name for name, _ in COLOURS].index(data.vocab.objects[int(graphs[0].objs[0])].split(" ")[0])
+    erased = video.copy()
+    erased[labels == colour] = 0
+    scores = score_videos([erased], [graphs])
+    assert scores["relation_accuracy"] < 1.0 and scores["relation_accuracy_detected"] == 1.0
+    # mirrored left-right: every object is there, left/right relations now fail among detected pairs
+    mirrored = score_videos([video[:, :, ::-1].copy()], [graphs])
+    assert mirrored["object_accuracy"] > 0.9 and mirrored["relation_accuracy_detected"] < 1.0

@@ -276,7 +276,8 @@ def local_sweep(tmp_path_factory):
     sweep = root / "sweep"
     started = time.monotonic()
     proc = subprocess.run(run_py("-m", "+experiment=smoke", "model.cond=concat,none", f"hydra.sweep.dir={sweep}",
-                                 f"cache_dir={root / 'cache'}"), cwd=root, capture_output=True,
+                                 f"cache_dir={root / 'cache'}", "eval.curve_every=2", "eval.curve_samples=4"),
+                          cwd=root, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     print(f"2-job local sweep: {time.monotonic() - started:.1f} s")
@@ -342,6 +343,14 @@ def test_report_on_the_local_sweep(local_sweep, tmp_path):
     page = (out / "comparison.html").read_text()
     assert page.count('<h3 class="arm">') == 2 and page.count('<p class="caption">best: ') == 2
     assert (out / "losses.png").stat().st_size > 0 and (out / "metrics.png").stat().st_size > 0
+    # eval.curve_every=2 of a 3-step run: points at steps 2 and 3 in each job's curve.json, one table row each
+    curves = (out / "curves.md").read_text()
+    for num, arm in ((0, "concat"), (1, "none")):
+        points = json.loads((sweep / str(num) / "curve.json").read_text())["points"]
+        assert [p["step"] for p in points] == [2, 3] and all(p["graphs"] == 4 for p in points)
+        assert points[1]["train_cpu_seconds"] > points[0]["train_cpu_seconds"] > 0
+        assert f"| {arm} | 3 | {points[1]['object_accuracy']:.3f} | {points[1]['relation_accuracy']:.3f} |" in curves
+    assert (out / "curves.png").stat().st_size > 0
 
     # a job that died without metrics.json is listed as failed, and the report still runs
     copy = tmp_path / "sweep"

@@ -91,11 +91,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data=gif_folder has no scene graphs: it needs model.cond=none (got model.cond={cfg.model.cond})")
     levels = len(cfg.model.dim_mults)
     for name in ("spatial_attn_levels", "temporal_attn_levels"):
-        bad = [i for i in cfg.model[name] if i >= levels]
+        bad = [i for i in (cfg.model[name] or []) if i >= levels]
         if bad:
             raise ConfigError(f"model.{name}={list(cfg.model[name])} names levels {bad}; accepted: 0..{levels - 1} "
                               "(one per model.dim_mults entry)")
-    if cfg.model.cond == "crossattn" and not cfg.model.spatial_attn_levels:
+    if cfg.model.cond == "crossattn" and cfg.model.spatial_attn_levels is not None and not cfg.model.spatial_attn_levels:
         raise ConfigError("model.cond=crossattn needs spatial attention somewhere: set model.spatial_attn_levels")
     for steps_key, total_key in (("diffusion.sample_steps", "diffusion.timesteps"), ("eval.sample_steps", "diffusion.timesteps")):
         steps, total = OmegaConf.select(cfg, steps_key), OmegaConf.select(cfg, total_key)

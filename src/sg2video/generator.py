@@ -119,21 +119,42 @@ def encode_condition(encoder: GraphEncoder, graphs: GraphBatch, batch: int, fram
 
 
 class Denoiser(nn.Module):
-    """The trainable part: the UNet plus a learned class embedding for layout maps."""
+    """The trainable part: the UNet plus a learned class embedding for each object's vector.
 
-    def __init__(self, unet: UNet3D, num_classes: int, cond_dim: int) -> None:
+    layout: the embedding is added to each object's layout vector (the maps say which class goes in which box).
+    crossattn with `class_tokens`: each object's token plus its class embedding is one more key, after the
+    encoder's tokens, so every object of the graph has a key that names its class directly.
+    concat with `concat_slots` > 0: the same object vectors fill the slots after the global vector.
+    """
+
+    def __init__(self, unet: UNet3D, num_classes: int, cond_dim: int, class_tokens: bool = True) -> None:
         super().__init__()
         self.unet = unet
         self.cond_mode = unet.cond_mode
-        self.class_embed = nn.Embedding(num_classes, cond_dim) if self.cond_mode == "layout" else None
+        self.class_tokens = bool(class_tokens) and self.cond_mode == "crossattn"
+        self.slots = int(getattr(unet, "concat_slots", 0))
+        wants = self.cond_mode == "layout" or self.class_tokens or (self.slots > 0 and bool(class_tokens))
+        self.class_embed = nn.Embedding(num_classes, cond_dim) if wants else None
+
+    def _objects(self, cond: GraphCondition) -> torch.Tensor:
+        """(B, T, K, C): each object's token, plus its class embedding when there is one."""
+        if self.class_embed is None:
+            return cond.obj_tokens
+        return cond.obj_tokens + self.class_embed(cond.obj_classes)
 
     def conditioning(self, cond: GraphCondition | None) -> Conditioning | None:
         if cond is None or self.cond_mode == "none":
             return None
         if self.cond_mode == "layout":
-            embed = cond.obj_tokens + self.class_embed(cond.obj_classes)
-            return Conditioning(layout_boxes=cond.boxes, layout_embed=embed, layout_mask=cond.obj_mask)
-        return Conditioning(tokens=cond.tokens, token_mask=cond.token_mask, global_vec=cond.global_vec)
+            return Conditioning(layout_boxes=cond.boxes, layout_embed=self._objects(cond), layout_mask=cond.obj_mask)
+        tokens, token_mask, slots = cond.tokens, cond.token_mask, None
+        if self.class_tokens:
+            tokens = torch.cat((tokens, self._objects(cond).to(tokens.dtype)), dim=2)
+            token_mask = torch.cat((token_mask, cond.obj_mask), dim=2)
+        if self.slots:
+            objects = self._objects(cond) * cond.obj_mask[..., None]
+            slots = _pad_dim(objects[:, :, : self.slots], 2, self.slots)
+        return Conditioning(tokens=tokens, token_mask=token_mask, global_vec=cond.global_vec, slots=slots)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: GraphCondition | None = None,
                 drop_cond: torch.Tensor | None = None) -> torch.Tensor:

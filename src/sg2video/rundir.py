@@ -41,6 +41,28 @@ def update_metrics(run_dir: Path, section: str, values: dict[str, Any]) -> dict:
     return data
 
 
+def curve_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "curve.json"
+
+
+def read_curve(run_dir: Path) -> list[dict]:
+    path = curve_path(run_dir)
+    return json.loads(path.read_text())["points"] if path.exists() else []
+
+
+def add_curve_point(run_dir: Path, point: dict[str, Any]) -> list[dict]:
+    """Add one point (a dict with "step") of the diffusion stage's training curve to `curve.json`, written
+    atomically; a point at the same step (a rerun, a resume) replaces the old one. Returns the points by step."""
+    points = {int(p["step"]): p for p in read_curve(run_dir)}
+    points[int(point["step"])] = _json_safe(point)
+    ordered = [points[s] for s in sorted(points)]
+    path = curve_path(run_dir)
+    tmp = path.with_name(f".curve.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"points": ordered}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return ordered
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and value != value:
         return None

@@ -71,8 +71,11 @@ class VideoGenerator:
         encoder = pretrainer.graph_encoder
         encoder.load_state_dict(state["graph_encoder"])
         model_cfg = OmegaConf.create(state["model_config"])
+        if "coords" not in model_cfg:  # written before model.coords existed: it had none
+            model_cfg.coords = False
         unet = build_unet(model_cfg, int(state["channels"]), int(enc_cfg.cond_dim))
-        denoiser = Denoiser(unet, vocab.num_objects, int(enc_cfg.cond_dim))
+        denoiser = Denoiser(unet, vocab.num_objects, int(enc_cfg.cond_dim),
+                            class_tokens=bool(model_cfg.get("class_tokens", False)))
         weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
         denoiser.load_state_dict(weights)
         autoencoder = None

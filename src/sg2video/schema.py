@@ -220,14 +220,16 @@ class ModelSchema:
     dim: int = key(ge=1)
     dim_mults: List[int] = key(ge=1, each=True)
     num_res_blocks: int = key(ge=1)
-    spatial_attn_levels: List[int] = key(ge=0, each=True)
+    spatial_attn_levels: Optional[List[int]] = key(ge=0, each=True)
     temporal_attn_levels: List[int] = key(ge=0, each=True)
     attn_head_dim: int = key(ge=1)
     layout_channels: int = key(ge=1)
     norm_groups: int = key(ge=1)
     dropout: float = key(ge=0.0, lt=1.0)
     upsample_conv: bool = key()
-    coords: bool = key()
+    coords: Optional[bool] = key()
+    class_tokens: bool = key()
+    concat_slots: int = key(ge=0)
     cfg_dropout: float = key(ge=0.0, le=1.0)
     prefix_dropout: float = key(ge=0.0, le=1.0)
 
@@ -327,6 +329,8 @@ class EvalSchema:
     diversity_graphs: int = key(ge=0)
     diversity_samples: int = key(ge=2)
     manipulation_samples: int = key(ge=0)
+    curve_every: int = key(ge=0)
+    curve_samples: int = key(ge=1)
 
 
 # -- the entry points' own keys ----------------------------------------------------------------------

@@ -212,6 +212,10 @@ class ComplianceResult:
     # share of (frame, object) pairs whose colour is there in object quantity, whatever its shape or place: a
     # diagnostic below object accuracy (a model that has learned which colours a graph names, not yet shapes)
     colour_accuracy: float = math.nan
+    # (frame, triple) pairs whose two objects are both detected, and how many of them hold: relation accuracy
+    # among placed pairs, which tells "objects in the wrong places" from "objects not drawn at all"
+    relations_detected: int = 0
+    relations_detected_correct: int = 0
 
     def over_frames(self, start: int, end: int) -> dict[str, float]:
         """The three headline metrics over frames [start, end) (e.g. one timeline segment)."""
@@ -291,6 +295,8 @@ def check_video(
         per_predicate_counts=per_predicate_counts,
         detections=det,
         colour_accuracy=_ratio(det.present[obj_frame, obj_colour].sum(), len(obj_frame)),
+        relations_detected=int(both.sum()),
+        relations_detected_correct=int(relation_ok.sum()),
     )
 
 
@@ -327,6 +333,9 @@ def score_videos(
         "relation_accuracy": mean([r.relation_accuracy for r in results]),
         "extra_objects": mean([r.extra_objects for r in results]),
         "colour_accuracy": mean([r.colour_accuracy for r in results]),
+        # pooled over every (frame, triple) whose two objects were both detected
+        "relation_accuracy_detected": _ratio(sum(r.relations_detected_correct for r in results),
+                                             sum(r.relations_detected for r in results)),
         "per_predicate": {name: pooled[name][0] / pooled[name][1] for name in PREDICATES if name in pooled},
         "num_videos": len(results),
     }
@@ -351,3 +360,32 @@ def object_moves(frames: np.ndarray | torch.Tensor, graphs: SceneGraph | Sequenc
     both = det.detected[1:, colours] & det.detected[:-1, colours]  # (T - 1, K)
     step = np.linalg.norm(det.position[1:, colours] - det.position[:-1, colours], axis=-1)
     return step[both]
+
+
+def identity_counts(frames: np.ndarray | torch.Tensor, graphs: SceneGraph | Sequence[SceneGraph],
+                    vocab: Vocab | None = None) -> dict[str, int]:
+    """Whether each of the graph's objects stays itself from one frame to the next, as the world keeps it: same
+    colour there, same shape. Counted over consecutive frame pairs (t, t + 1) and the graph's objects:
+    `pairs`: the object is there (its colour in object quantity) in at least one of the two frames;
+    `popped`: there in one frame and not in the other (pops in or out); `both`: detected in both frames;
+    `shape_changed`: detected in both with different shapes; `kept`: detected in both with the same shape."""
+    det = detect_objects(frames)
+    colours = graph_colours(graphs, vocab)
+    present, detected, shape = det.present[:, colours], det.detected[:, colours], det.shape[:, colours]
+    both = detected[1:] & detected[:-1]
+    same = shape[1:] == shape[:-1]
+    return {"pairs": int((present[1:] | present[:-1]).sum()), "popped": int((present[1:] ^ present[:-1]).sum()),
+            "both": int(both.sum()), "shape_changed": int((both & ~same).sum()), "kept": int((both & same).sum())}
+
+
+def identity_metrics(videos: Sequence[np.ndarray | torch.Tensor],
+                     graph_lists: Sequence[SceneGraph | Sequence[SceneGraph]], vocab: Vocab | None = None) -> dict:
+    """Pooled `identity_counts` over videos: `kept` (share of the pairs where an object is there in which it is
+    detected in both frames with the same shape; the world's own clips: 1), `pop_rate` (share of those pairs
+    where it pops in or out), `shape_change_rate` (share of the pairs detected in both where its shape changes)."""
+    total = {"pairs": 0, "popped": 0, "both": 0, "shape_changed": 0, "kept": 0}
+    for video, graphs in zip(videos, graph_lists):
+        for name, count in identity_counts(video, graphs, vocab).items():
+            total[name] += count
+    return {"kept": _ratio(total["kept"], total["pairs"]), "pop_rate": _ratio(total["popped"], total["pairs"]),
+            "shape_change_rate": _ratio(total["shape_changed"], total["both"]), "pairs": total["pairs"]}

@@ -1,6 +1,7 @@
 """Stage `diffusion`: train the graph-conditioned 3D UNet on the frozen encoder's embeddings."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -9,7 +10,8 @@ from omegaconf import DictConfig
 from sg2video.config import to_dict, uses_layout_model
 from sg2video.data.clips import collate_clips
 from sg2video.generator import Denoiser, build_unet, encode_condition
-from sg2video.rundir import stage_checkpoint
+from sg2video.logs import say
+from sg2video.rundir import add_curve_point, stage_checkpoint
 from sg2video.sampling import VideoGenerator, build_diffusion
 from sg2video.stages.common import datasets, report_skipped, required_checkpoint, stage_loop_config
 from sg2video.stages.encoder import load_pretrainer
@@ -75,7 +77,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         latent_size = size // int(autoencoder.downsample)
     torch.manual_seed(int(cfg.train.seed))  # the initial weights are a function of train.seed
     unet = build_unet(cfg.model, channels, cond_dim)
-    denoiser = Denoiser(unet, vocab.num_objects, cond_dim)
+    denoiser = Denoiser(unet, vocab.num_objects, cond_dim, class_tokens=bool(cfg.model.class_tokens))
     diffusion = build_diffusion(cfg.diffusion)
     data = datasets(cfg, ("train", "val"))
     extra = {
@@ -108,7 +110,9 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         fake = videos.permute(0, 1, 4, 2, 3)
         writer.add_video("diffusion/samples", torch.cat([real, fake]), step, fps=4)
 
-    every = int(cfg.train.sample_every)
+    hooks = [Hook(int(cfg.train.sample_every), log_samples)]  # every=0: only at the end
+    if int(cfg.eval.curve_every) > 0 and cfg.data.name == "shapes" and info.is_main:
+        hooks.append(Hook(int(cfg.eval.curve_every), _curve_hook(cfg, run_dir, data["val"], extra, device)))
     result = fit(
         DiffusionTask(denoiser, encoder, autoencoder, diffusion, cfg.model),
         data["train"],
@@ -118,9 +122,42 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         "diffusion",
         info,
         checkpoint_extra=extra,
-        hooks=[Hook(every, log_samples)],  # every=0: only at the end
+        hooks=hooks,
     )
     if info.is_main:
         report_skipped("diffusion", data["train"], run_dir)
     del result
     return stage_checkpoint(run_dir, "diffusion")
+
+
+def _curve_hook(cfg: DictConfig, run_dir: Path, val_data, extra: dict, device):
+    """`eval.curve_every`: box-free compliance of `eval.curve_samples` held-out (val) graphs with the EMA weights,
+    into curve.json and TensorBoard (`curve/...`), with the CPU and wall seconds the training took so far (the
+    curve's own sampling not counted), so modes can be compared at equal steps or equal CPU time."""
+    from sg2video.stages.evaluate import curve_point, eval_layout
+
+    graph_lists = [item["graphs"] for item in val_data.__getitems__(
+        list(range(min(int(cfg.eval.curve_samples), len(val_data)))))]
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    spent = {"cpu": 0.0, "wall": 0.0}  # by the curve's own sampling
+
+    def hook(step, model, ema, writer):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        state = {**extra, "stage": "diffusion", "model": model.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None}
+        generator = VideoGenerator.from_state(state, device)
+        point = {"step": step, **curve_point(generator, graph_lists, cfg, eval_layout(cfg)),
+                 "train_cpu_seconds": cpu0 - start_cpu - spent["cpu"],
+                 "train_wall_seconds": wall0 - start_wall - spent["wall"], "graphs": len(graph_lists)}
+        add_curve_point(run_dir, point)
+        if writer is not None:
+            for key, value in point.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    writer.add_scalar(f"curve/{key}", value, step)
+        say(f"[curve] step {step}: {len(graph_lists)} held-out graphs without boxes: object accuracy "
+            f"{point['object_accuracy']:.3f}, relation accuracy {point['relation_accuracy']:.3f}, objects kept "
+            f"through the clip {point['identity/kept']:.3f}")
+        spent["cpu"] += time.process_time() - cpu0
+        spent["wall"] += time.perf_counter() - wall0
+
+    return hook

@@ -5,7 +5,8 @@ a layout-conditioned model draws its boxes as `layout` says (sampled by the layo
 head for `layout=head`; `layout=given` falls back to the box head too, having nothing else). Measurements, in the
 order the stage runs them (each a function below; all into `metrics.json["eval"]` and TensorBoard):
 - headline compliance (shapes world): object / relation / colour accuracy, extra objects, per predicate, of the
-  box-free samples (top-level keys, and what the sweeper gets);
+  box-free samples (top-level keys, and what the sweeper gets); `identity/...`: whether each object keeps its
+  colour and shape from frame to frame (kept, pop rate, shape change rate);
 - `given_boxes/...`: the same graphs with the data's boxes (a layout-conditioned model only: what it does when
   handed the layout); `box_head/...`: boxes from the encoder's box head (the sg2im baseline) when the layout
   model is the default;
@@ -72,6 +73,27 @@ def compliance_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
     for name, value in scores.get("per_predicate", {}).items():
         flat[f"relation_accuracy/{name}"] = float(value)
     return flat
+
+
+def identity_of(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
+    """Objects keeping their colour and shape from frame to frame (sg2video.eval.compliance.identity_metrics)."""
+    from sg2video.eval.compliance import identity_metrics
+
+    return identity_metrics([v.numpy() for v in videos], graph_lists)
+
+
+def curve_point(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, layout: str) -> dict:
+    """One point of a training curve: the headline compliance and identity of samples of held-out graphs given
+    without boxes (the shapes world)."""
+    videos = generate_for_graphs(generator, box_free(graph_lists), cfg, float(cfg.eval.guidance), layout)
+    out = _headline_keys(compliance_metrics(videos, graph_lists))
+    out.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
+    return out
+
+
+def eval_layout(cfg: DictConfig) -> str:
+    """The layout a box-free graph gets: `layout=given` has nothing to be given, so it falls back to the box head."""
+    return "head" if str(cfg.layout.name) == "given" else str(cfg.layout.name)
 
 
 def _headline_keys(metrics: dict) -> dict:
@@ -250,7 +272,7 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     graph_lists = [it["graphs"] for it in items]
     free = box_free(graph_lists)
     guidance = float(cfg.eval.guidance)
-    layout = "head" if str(cfg.layout.name) == "given" else str(cfg.layout.name)  # no boxes: nothing to be given
+    layout = eval_layout(cfg)
     is_shapes = cfg.data.name == "shapes"
     few = free[: min(num, int(cfg.eval.control_samples))]
     metrics: dict = {"num_samples": num, "sampler": str(cfg.eval.sampler), "steps": int(cfg.eval.sample_steps),
@@ -267,6 +289,7 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     metrics["seconds_per_video"] = (time.time() - t0) / max(1, num)
     if is_shapes:
         metrics.update(compliance_metrics(videos, graph_lists))
+        metrics.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
     done("held-out graphs without boxes")
     if is_shapes and generator.reads_boxes:
         given = generate_for_graphs(generator, graph_lists, cfg, guidance, "given")
@@ -320,7 +343,8 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
         line = (f"[eval] {num} held-out graphs without boxes ({how}): object accuracy "
                 f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
                 f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
-                f"{metrics['control_uncond/relation_accuracy']:.3f})")
+                f"{metrics['control_uncond/relation_accuracy']:.3f}); objects kept through the clip "
+                f"{metrics['identity/kept']:.3f}")
         if "given_boxes/object_accuracy" in metrics:
             line += (f"; with the data's boxes {metrics['given_boxes/object_accuracy']:.3f} / "
                      f"{metrics['given_boxes/relation_accuracy']:.3f}")

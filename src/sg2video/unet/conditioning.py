@@ -3,8 +3,9 @@
 Modes (`UNet3D(cond=...)`):
 - `crossattn` (SGDiff): every frame's pixels attend to that frame's local graph tokens, plus its global vector
   as one more token, in the spatial attention blocks (`CrossAttnContext` builds keys and key mask).
-- `concat` (VDM): the frame's global vector, projected, is added to the frame's time embedding
-  (`GlobalEmbedding`); every ResBlock then sees it through its scale/shift.
+- `concat` (VDM): the frame's global vector, followed by `concat_slots` object vectors (the graph's first objects,
+  in graph order; zero for absent ones), is concatenated to the frame's time embedding (`ConcatVector`), as VDM
+  concatenates its text condition; every ResBlock then sees both through its scale/shift.
 - `layout` (sg2im): boxes are rasterised at the input resolution into per-object embedding maps, concatenated
   to the input channels (`LayoutMaps`).
 - `none`: unconditional.
@@ -44,6 +45,7 @@ class Conditioning:
     layout_boxes: torch.Tensor | None = None  # (B, T, K, 4) x0, y0, x1, y1 in [0, 1]
     layout_embed: torch.Tensor | None = None  # (B, T, K, D_c) one vector per object
     layout_mask: torch.Tensor | None = None  # (B, T, K) bool, True = real object (None: all real)
+    slots: torch.Tensor | None = None  # (B, T, S, D_c) object vectors for concat mode's slots, zero where absent
 
 
 def _keep(drop: torch.Tensor | None, batch: int, frames: int, device: torch.device) -> torch.Tensor:
@@ -90,23 +92,32 @@ class CrossAttnContext(nn.Module):
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
 
-class GlobalEmbedding(nn.Module):
-    """The frame's global vector (or the learned null vector) projected to the time-embedding width."""
+class ConcatVector(nn.Module):
+    """Concat mode's vector per frame: [global vector, slot 1, ..., slot S] (or the learned null vector of the same
+    width for a dropped clip), concatenated to the time embedding as it is (VDM), width D_c * (1 + S)."""
 
-    def __init__(self, cond_dim: int, emb_dim: int):
+    def __init__(self, cond_dim: int, slots: int = 0):
         super().__init__()
-        self.null_vec = nn.Parameter(torch.randn(cond_dim) * 0.02)
-        self.proj = nn.Linear(cond_dim, emb_dim)
+        self.cond_dim, self.slots = cond_dim, slots
+        self.width = cond_dim * (1 + slots)
+        self.null_vec = nn.Parameter(torch.randn(self.width) * 0.02)
 
     def forward(self, cond: Conditioning | None, drop: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
-        """-> ((b t), emb_dim), added to the time embedding."""
+        """-> ((b t), D_c * (1 + S))."""
         if cond is None or cond.global_vec is None:
-            vec = self.null_vec.expand(batch * frames, -1)
-        else:
-            vec = _frames_first(cond.global_vec, batch, frames, "global_vec").to(self.null_vec.dtype)
-            keep = _keep(drop, batch, frames, vec.device)
-            vec = torch.where(keep[:, None], vec, self.null_vec)
-        return self.proj(vec)
+            return self.null_vec.expand(batch * frames, -1)
+        parts = [_frames_first(cond.global_vec, batch, frames, "global_vec").to(self.null_vec.dtype)]
+        if self.slots:
+            slots = cond.slots
+            if slots is None:
+                slots = parts[0].new_zeros(batch, frames, self.slots, self.cond_dim)
+            slots = _frames_first(slots, batch, frames, "slots")
+            assert slots.shape[1:] == (self.slots, self.cond_dim), \
+                f"slots must be (B, T, {self.slots}, {self.cond_dim}), got {tuple(cond.slots.shape)}"
+            parts.append(slots.to(self.null_vec.dtype).flatten(1))
+        vec = torch.cat(parts, dim=1)
+        keep = _keep(drop, batch, frames, vec.device)
+        return torch.where(keep[:, None], vec, self.null_vec)
 
 
 def box_coverage(lo: torch.Tensor, hi: torch.Tensor, cells: int) -> torch.Tensor:

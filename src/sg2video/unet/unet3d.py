@@ -13,9 +13,14 @@ Shape of the net (levels i = 0 .. len(dim_mults) - 1, width dim * dim_mults[i]):
   up level i:  nearest upsample (not at the last level), then num_res_blocks x [concat skip, ResBlock, attention
                as down level i]
   out:         GroupNorm, SiLU, 3x3 conv per frame.
-Down/up sampling is spatial only; T is never resampled. The per-frame time embedding (plus the projected
-global vector in concat mode) modulates every ResBlock of its frame. With `coords`, two input channels give each
-pixel its position (x, y in [-1, 1]; CoordConv), so attention and convolutions know where "left" and "above" are.
+Down/up sampling is spatial only; T is never resampled. The per-frame time embedding (concatenated with the
+graph's vector in concat mode, as VDM does) modulates every ResBlock of its frame. With `coords`, two input
+channels give each pixel its position (x, y in [-1, 1]; CoordConv), so attention and convolutions know where
+"left" and "above" are.
+
+Per-mode defaults (arguments left None), the best settings measured for each mode
+(experiments/results/cond_modes.md): crossattn attends at every level and gets coords; concat gets coords; layout
+and none attend at the deepest level only, without coords (their maps or nothing need no positions).
 """
 from __future__ import annotations
 
@@ -40,10 +45,17 @@ from sg2video.unet.blocks import (
 from sg2video.unet.conditioning import (
     Conditioning,
     CrossAttnContext,
-    GlobalEmbedding,
+    ConcatVector,
     LayoutMaps,
     check_cond_mode,
 )
+
+
+def mode_defaults(cond: str, levels: int) -> dict[str, Any]:
+    """The settings a mode gets for the arguments left None (see the module docstring)."""
+    layout_free = cond in ("crossattn", "concat")
+    return {"spatial_attn_levels": tuple(range(levels)) if cond == "crossattn" else (levels - 1,),
+            "coords": layout_free}
 
 
 def _levels(name: str, levels: Sequence[int] | None, count: int) -> frozenset[int]:
@@ -80,7 +92,7 @@ class UNet3D(nn.Module):
         dim: int = 64,
         dim_mults: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 2,
-        spatial_attn_levels: Sequence[int] | None = (2,),
+        spatial_attn_levels: Sequence[int] | None = None,
         temporal_attn_levels: Sequence[int] | None = (0, 1, 2),
         attn_head_dim: int = 32,
         cond: str = "none",
@@ -91,12 +103,15 @@ class UNet3D(nn.Module):
         upsample_conv: bool = False,
         temporal_buckets: int = 32,
         temporal_max_distance: int = 64,
-        coords: bool = False,
+        coords: bool | None = None,
+        concat_slots: int = 0,
     ):
         """cond_dim: width D_c of the graph tokens / global vector / object vectors (the encoder's output).
 
         spatial_attn_levels / temporal_attn_levels: indices into dim_mults; the middle block counts as the deepest
         level. crossattn mode puts its cross-attention in the spatial attention blocks, so it needs at least one.
+        None (spatial_attn_levels, coords): the mode's default (`mode_defaults`).
+        concat_slots: object vectors concatenated after the global vector in concat mode (0: the global vector alone).
         """
         super().__init__()
         self.cond_mode = check_cond_mode(cond)
@@ -107,6 +122,11 @@ class UNet3D(nn.Module):
                 "need dim >= 1, a non-empty list of multipliers >= 1 and num_res_blocks >= 1"
             )
         levels = len(dim_mults)
+        defaults = mode_defaults(self.cond_mode, levels)
+        spatial_attn_levels = defaults["spatial_attn_levels"] if spatial_attn_levels is None else spatial_attn_levels
+        coords = defaults["coords"] if coords is None else bool(coords)
+        if concat_slots < 0:
+            raise ConfigError(f"model.concat_slots={concat_slots} must be >= 0")
         spatial = _levels("spatial_attn_levels", spatial_attn_levels, levels)
         temporal = _levels("temporal_attn_levels", temporal_attn_levels, levels)
         if self.cond_mode == "crossattn" and not spatial:
@@ -117,7 +137,9 @@ class UNet3D(nn.Module):
         context_dim = cond_dim if self.cond_mode == "crossattn" else None
 
         self.time_embed = TimestepEmbedding(dim, emb_dim)
-        self.global_embed = GlobalEmbedding(cond_dim, emb_dim) if self.cond_mode == "concat" else None
+        self.concat_vector = ConcatVector(cond_dim, concat_slots) if self.cond_mode == "concat" else None
+        self.concat_slots = concat_slots if self.concat_vector is not None else 0
+        block_emb_dim = emb_dim + (self.concat_vector.width if self.concat_vector is not None else 0)
         self.cross_context = CrossAttnContext(cond_dim) if self.cond_mode == "crossattn" else None
         self.layout_maps = LayoutMaps(cond_dim, layout_channels) if self.cond_mode == "layout" else None
         extra_in = self.layout_maps.out_channels if self.layout_maps is not None else 0
@@ -126,7 +148,7 @@ class UNet3D(nn.Module):
 
         def stage(level: int, in_ch: int, out_ch: int) -> _Stage:
             return _Stage(
-                ResBlock(in_ch, out_ch, emb_dim, norm_groups, dropout),
+                ResBlock(in_ch, out_ch, block_emb_dim, norm_groups, dropout),
                 SpatialAttention(out_ch, attn_head_dim, context_dim) if level in spatial else None,
                 TemporalAttention(out_ch, attn_head_dim, temporal_buckets, temporal_max_distance)
                 if level in temporal
@@ -179,8 +201,8 @@ class UNet3D(nn.Module):
             drop_cond = torch.full((batch,), drop_cond, dtype=torch.bool, device=x.device)
 
         emb = self.time_embed(rearrange(t, "b t -> (b t)"))
-        if self.global_embed is not None:
-            emb = emb + self.global_embed(cond, drop_cond, batch, frames)
+        if self.concat_vector is not None:
+            emb = torch.cat((emb, self.concat_vector(cond, drop_cond, batch, frames).to(emb.dtype)), dim=1)
         emb_act = F.silu(emb)
         context = context_mask = None
         if self.cross_context is not None:
