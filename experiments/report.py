@@ -62,7 +62,10 @@ METRICS = (
     ("SG score g2v top-1", "eval", "sg_score/g2v_top1"),
     ("FID frames", "eval", "fidelity/fid_frame"),
     ("KID frames", "eval", "fidelity/kid_frame_mean"),
+    ("FD frames (own features)", "eval", "fidelity/fd_frame"),
+    ("KD frames (own features)", "eval", "fidelity/kd_frame_mean"),
     ("FD videos", "eval", "fidelity/fd_video"),
+    ("FVD (I3D)", "eval", "fidelity/fvd"),
 )
 STAGE_SECTIONS = {"all": ("eval",), "encoder": ("encoder",), "eval": ("eval",), "diffusion": ()}  # the last stage's
 LOSS_STAGES = ("autoencoder", "encoder", "diffusion")

@@ -143,7 +143,7 @@ def test_every_stage_runs_on_the_dataset(tmp_path, name):
     # fidelity with the run's own video encoder, over every frame of the samples
     assert evaluation["fidelity/features"].startswith("sg2video-video-encoder@")
     assert evaluation["fidelity/kid_subset_size"] == min(50, test_clips * frames)
-    for key in ("fidelity/fid_frame", "fidelity/fd_video", "fidelity/kid_frame_mean"):
+    for key in ("fidelity/fd_frame", "fidelity/fd_video", "fidelity/kd_frame_mean"):
         assert math.isfinite(evaluation[key]) and evaluation[key] >= 0.0, key
     if frames == 1:  # a still has no temporal change: reported as null, not as a number
         assert evaluation["fidelity/temporal_change"] is None and evaluation["fidelity/temporal_change_gt"] is None

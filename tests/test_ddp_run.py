@@ -100,7 +100,7 @@ def test_ddp_run_trains_both_stages_and_evaluates(ddp_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["encoder"]["steps"] == 4 and metrics["eval"]["num_samples"] == 4
     assert 0.0 <= metrics["eval"]["object_accuracy"] <= 1.0
-    assert metrics["eval"]["fidelity/fid_frame"] >= 0.0 and metrics["eval"]["sg_score/gallery_size"] == 4
+    assert metrics["eval"]["fidelity/fd_frame"] >= 0.0 and metrics["eval"]["sg_score/gallery_size"] == 4
     assert proc.stdout.count("finished in ") == 1  # rank 0 reports; rank 1 prints nothing of its own
 
 

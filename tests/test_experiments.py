@@ -339,7 +339,7 @@ def test_report_on_the_local_sweep(local_sweep, tmp_path):
         assert float(row["eval/relation_accuracy mean"]) == pytest.approx(metrics["eval"]["relation_accuracy"])
         assert float(row["encoder/v2g_top5 mean"]) == pytest.approx(metrics["encoder"]["v2g_top5"])
         assert float(row["eval/long/relation_accuracy mean"]) == pytest.approx(metrics["eval"]["long/relation_accuracy"])
-        assert float(row["eval/fidelity/fid_frame mean"]) == pytest.approx(metrics["eval"]["fidelity/fid_frame"])
+        assert float(row["eval/fidelity/fd_frame mean"]) == pytest.approx(metrics["eval"]["fidelity/fd_frame"])
     page = (out / "comparison.html").read_text()
     assert page.count('<h3 class="arm">') == 2 and page.count('<p class="caption">best: ') == 2
     assert (out / "losses.png").stat().st_size > 0 and (out / "metrics.png").stat().st_size > 0

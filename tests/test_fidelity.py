@@ -10,11 +10,13 @@ from sg2video.errors import UserError
 from sg2video.eval.fidelity import (
     EncoderFeatures,
     FeatureExtractor,
+    LocalI3DFeatures,
     LocalInceptionFeatures,
     PixelStatsFeatures,
     _torchmetrics_fid,
     as_videos,
     fidelity_metrics,
+    fvd_metrics,
     frechet_distance,
     temporal_consistency,
     temporal_metrics,
@@ -38,15 +40,16 @@ def with_noise(videos: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
 def test_a_set_against_itself_scores_zero(clips):
     real = clips[:NUM_CLIPS]
     metrics = fidelity_metrics(real, real, PixelStatsFeatures(), kid_subset_size=50)
-    assert metrics["fid_frame"] == pytest.approx(0.0, abs=1e-8)
+    assert metrics["fd_frame"] == pytest.approx(0.0, abs=1e-8)
     assert metrics["fd_video"] == pytest.approx(0.0, abs=1e-8)
     # KID is an unbiased estimate over random subsets: around 0, within a few of its own std
-    assert abs(metrics["kid_frame_mean"]) < 3 * metrics["kid_frame_std"] + 1e-4
+    assert abs(metrics["kd_frame_mean"]) < 3 * metrics["kd_frame_std"] + 1e-4
     assert metrics["features"] == "pixel-stats(grid=4,bins=8)"
+    assert "fid_frame" not in metrics and "kid_frame_mean" not in metrics  # FID / KID only with Inception features
     assert metrics["kid_subset_size"] == 50
     # another draw of the same world is close, but not identical
     other = fidelity_metrics(real, clips[NUM_CLIPS:], PixelStatsFeatures(), kid_subset_size=50)
-    assert 0.01 < other["fid_frame"] < 1.0 and 0.01 < other["fd_video"] < 1.0
+    assert 0.01 < other["fd_frame"] < 1.0 and 0.01 < other["fd_video"] < 1.0
 
 
 def test_distances_grow_with_noise(clips):
@@ -54,12 +57,12 @@ def test_distances_grow_with_noise(clips):
     extractor = PixelStatsFeatures()
     sigmas = (0, 20, 40, 80)
     scores = [fidelity_metrics(real, with_noise(real, sigma), extractor, kid_subset_size=50) for sigma in sigmas]
-    for key in ("fid_frame", "kid_frame_mean", "fd_video"):
+    for key in ("fd_frame", "kd_frame_mean", "fd_video"):
         values = [s[key] for s in scores]
         assert all(a < b for a, b in zip(values, values[1:])), f"{key} not increasing with noise: {values}"
-    kid = [s["kid_frame_mean"] for s in scores]
-    assert kid[1] > 3 * scores[1]["kid_frame_std"], "the lightest noise is already clearly above KID's spread"
-    assert scores[-1]["fid_frame"] > 10 * scores[1]["fid_frame"]
+    kid = [s["kd_frame_mean"] for s in scores]
+    assert kid[1] > 3 * scores[1]["kd_frame_std"], "the lightest noise is already clearly above KID's spread"
+    assert scores[-1]["fd_frame"] > 10 * scores[1]["fd_frame"]
 
 
 def test_kid_is_repeatable_and_clips_its_subset_size(clips):
@@ -76,7 +79,7 @@ def test_video_distance_sees_temporal_order_that_frame_metrics_cannot(clips):
     rng = np.random.default_rng(1)
     shuffled = np.stack([clip[rng.permutation(FRAMES)] for clip in real])
     metrics = fidelity_metrics(real, shuffled, PixelStatsFeatures(), kid_subset_size=50)
-    assert metrics["fid_frame"] == pytest.approx(0.0, abs=1e-8)
+    assert metrics["fd_frame"] == pytest.approx(0.0, abs=1e-8)
     assert metrics["fd_video"] > 0.05
 
 
@@ -157,9 +160,9 @@ def test_encoder_features_use_the_projects_video_encoder(clips):
     # dropout-free eval mode: the same clips give the same features
     assert torch.equal(extractor.frame_features(clips[:3]), frames)
     metrics = fidelity_metrics(clips[:6], clips[:6], extractor, kid_subset_size=20)
-    assert metrics["fid_frame"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["fd_frame"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["features"] == "sg2video-video-encoder@test.pt"
-    assert fidelity_metrics(clips[:6], with_noise(clips[:6], 80), extractor, kid_subset_size=20)["fid_frame"] > 1e-3
+    assert fidelity_metrics(clips[:6], with_noise(clips[:6], 80), extractor, kid_subset_size=20)["fd_frame"] > 1e-3
 
     def embed(video):  # any callable: (B, 3, T, H, W) in [-1, 1] -> (B, T, D), (B, D)
         assert video.min() >= -1 and video.max() <= 1 and video.shape[1:3] == (3, FRAMES)
@@ -197,3 +200,39 @@ def test_local_inception_features_from_a_state_dict_file(tmp_path, clips):
     frames, videos = extractor.features(clips[:2, :3])
     assert frames.shape == (6, 2048) and videos.shape == (2, 4096)
     assert torch.isfinite(frames).all() and frames.std() > 0
+    metrics = fidelity_metrics(clips[:2, :3], with_noise(clips[:2, :3], 40), extractor, kid_subset_size=4)
+    assert metrics["features"] == "inception:inception_v3.pth" and metrics["fid_frame"] > 0  # the names FID / KID
+    assert "fd_frame" not in metrics and math.isfinite(metrics["kid_frame_mean"])
+
+
+def test_i3d_weights_file_must_exist_and_fit(tmp_path):
+    with pytest.raises(UserError, match=r"eval.fvd_weights=.*nowhere.pt.*no such file"):
+        LocalI3DFeatures(tmp_path / "nowhere.pt")
+    wrong = tmp_path / "linear.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), wrong)
+    with pytest.raises(UserError, match=r"linear.pt.*does not fit cd-fvd's InceptionI3d"):
+        LocalI3DFeatures(wrong)
+
+
+@pytest.mark.slow
+def test_fvd_from_a_local_i3d_state_dict_file(tmp_path, clips):
+    """cd-fvd's I3D, randomly initialised and saved here, loaded through the real path: 8-frame clips looped to
+    16, 400 logits per video, FVD 0 for a set against itself and above 0 against a noisy copy."""
+    from cdfvd.third_party.i3d.pytorch_i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    model = InceptionI3d(400, in_channels=3)
+    with torch.no_grad():  # its own init leaves logits nearly constant; He init makes them vary with the input
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                torch.nn.init.kaiming_normal_(module.weight)
+    weights = tmp_path / "i3d_pretrained_400.pt"
+    torch.save(model.state_dict(), weights)
+    extractor = LocalI3DFeatures(weights, batch_size=2)
+    real = clips[:3]
+    features = extractor.video_features(real)
+    assert features.shape == (3, 400) and torch.isfinite(features).all() and features.std() > 0
+    same = fvd_metrics(real, real, extractor)
+    assert same["fvd"] == pytest.approx(0.0, abs=1e-6)
+    assert same["fvd_features"] == "i3d:i3d_pretrained_400.pt" and same["fvd_frames"] == FRAMES
+    assert fvd_metrics(real, with_noise(real, 80), extractor)["fvd"] > 1.0  # measured 18.6

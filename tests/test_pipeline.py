@@ -104,9 +104,34 @@ def test_smoke_run_writes_every_stage_output(smoke_run):
         state = torch.load(run_dir / "checkpoints" / stage / "last.pt", weights_only=True)
         assert state["finished"] and state["stage"] == stage
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    from sg2video.eval.report import read_scalars
+
+    scalars = read_scalars(run_dir / "tb")  # eval_every=0: the retrieval curves' one point, at the end
+    assert [step for step, _ in scalars["encoder/retrieval/g2v_top1"]] == [4]
     sample = np.load(run_dir / "samples" / "sample_000.npy")
     assert sample.shape == (4, 16, 16, 3) and sample.dtype == np.uint8
     assert str(run_dir) in stdout
+
+
+@pytest.mark.slow
+def test_encoder_tensorboard_has_the_alignment_curves(tmp_path):
+    """Issue 17: retrieval both ways (top-1 / top-5) at every encoder.train.eval_every steps and at the end, the
+    contrastive and masked losses apart, and the learned temperature, under tags every run shares."""
+    from sg2video.eval.report import read_scalars
+
+    run = tmp_path / "enc"
+    proc = run_cli("run.py", *SMOKE, f"hydra.run.dir={run}", "cache_dir=null", "stage=encoder",
+                   "encoder.train.eval_every=2", "train.log_every=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scalars = read_scalars(run / "tb")
+    for direction in ("g2v", "v2g"):
+        for k in (1, 5):
+            points = scalars[f"encoder/retrieval/{direction}_top{k}"]
+            assert [step for step, _ in points] == [2, 4] and all(0.0 <= v <= 1.0 for _, v in points)
+    for term in ("contrastive", "masked", "loss"):
+        assert [step for step, _ in scalars[f"encoder/{term}"]] == [1, 2, 3, 4]
+    temperature = [v for _, v in scalars["encoder/temperature"]]
+    assert len(temperature) == 4 and temperature[0] == pytest.approx(0.07, rel=0.05)  # CLIP's initial value
 
 
 @pytest.mark.slow

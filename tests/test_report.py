@@ -189,7 +189,7 @@ def test_report_is_self_contained_and_escaped(run):
     assert page.scripts == 0 and "<script>" not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
     assert "<b>red</b>" not in text and "&lt;b&gt;red&lt;/b&gt; &amp; friends" in text
     assert "<title>Run &lt;1&gt; &amp; co</title>" in text
-    assert "not Inception / I3D features" in text
+    assert "own features (not FID)" in text and "No FVD" in text
 
     # images: the curves plot, then per sample the generated clip, the ground truth (sample 0 only), the graph
     sources = [img["src"] for img in page.images]

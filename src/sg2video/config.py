@@ -101,6 +101,12 @@ def validate(cfg: DictConfig) -> None:
         steps, total = OmegaConf.select(cfg, steps_key), OmegaConf.select(cfg, total_key)
         if steps > total:
             raise ConfigError(f"{steps_key}={steps} is more than {total_key}={total}")
+    from hydra.utils import to_absolute_path
+
+    for name, holds in (("fid_weights", "an inception_v3 state dict"), ("fvd_weights", "cd-fvd's I3D state dict")):
+        value = cfg.eval.get(name)
+        if value and not Path(to_absolute_path(str(value))).is_file():
+            raise ConfigError(f"eval.{name}={str(value)!r}: no such file (expected {holds}; nothing is downloaded)")
     if cfg.layout.name == "sampled" and cfg.layout.sample_steps > cfg.layout.timesteps:
         raise ConfigError(f"layout.sample_steps={cfg.layout.sample_steps} is more than layout.timesteps={cfg.layout.timesteps}")
     if cfg.diffusion.space == "latent":

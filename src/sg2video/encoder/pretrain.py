@@ -184,6 +184,7 @@ class EncoderPretrainer(nn.Module):
         weighted = [w[name] * terms[name] for name in LOSS_TERMS if name in terms]
         # with every weight 0, a zero that still backpropagates (into the graph encoder, with zero grads)
         terms["loss"] = sum(weighted[1:], weighted[0]) if weighted else encoding.global_vec.sum() * 0.0
+        terms["temperature"] = 1.0 / self.scale().detach()  # the learned InfoNCE temperature, logged (not a loss)
         return terms
 
     def masked_loss(

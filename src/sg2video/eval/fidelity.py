@@ -7,8 +7,12 @@ The metrics are only as good as the features they compare, so the feature extrac
 - `EncoderFeatures(embed)`: the project's own trained video encoder (frame vectors and a clip vector).
 - `PixelStatsFeatures()`: downsampled pixels and colour histograms; deterministic, needs no training. A baseline
   for tests and for runs that have nothing better; only comparable with itself.
-Numbers from different extractors (or different encoder checkpoints) are not comparable, and none of them is
-the published FID / FVD (which need the original Inception / I3D weights).
+- `LocalI3DFeatures(weights_file)`: the I3D network of the maintained `cd-fvd` package (its `InceptionI3d`, the
+  Kinetics-400 I3D that FVD is defined with) with a local state dict (`eval.fvd_weights`): `fvd_metrics`.
+The names say which features were used: `fid_frame` / `kid_frame_*` only with Inception features, otherwise
+`fd_frame` / `kd_frame_*` (a Frechet / kernel distance in the named features); `fvd` only with I3D features,
+`fd_video` for the video-level distance of the frame extractor's own video features. Numbers from different
+extractors (or different encoder checkpoints) are not comparable.
 
 Frame metrics use torchmetrics (`FrechetInceptionDistance`, `KernelInceptionDistance`) on features computed
 once per set and handed to torchmetrics through an identity "feature network"; the video-level distance
@@ -43,8 +47,10 @@ __all__ = [
     "PixelStatsFeatures",
     "EncoderFeatures",
     "LocalInceptionFeatures",
+    "LocalI3DFeatures",
     "as_videos",
     "fidelity_metrics",
+    "fvd_metrics",
     "frechet_distance",
     "temporal_consistency",
     "temporal_metrics",
@@ -284,6 +290,66 @@ class LocalInceptionFeatures(_BothAtOnce):
         return frame_feats, _temporal_summary(frame_feats, N)
 
 
+class LocalI3DFeatures:
+    """FVD's I3D (cd-fvd's `InceptionI3d`, 400 Kinetics classes) with a local state dict; nothing is downloaded.
+
+    `weights_file`: a state dict of that network (e.g. the `i3d_pretrained_400.pt` cd-fvd and TATS use). Videos
+    are resized to 224 x 224, scaled to [-1, 1] (cd-fvd's preprocessing) and, when shorter than `min_frames`,
+    looped in time to that length (I3D's temporal pooling needs at least 9 frames; FVD is usually taken on 16).
+    Features: the 400 logits, as FVD defines them. A missing or unfitting file is a UserError naming
+    `eval.fvd_weights`.
+    """
+
+    min_frames = 16
+
+    def __init__(self, weights_file: str | Path, batch_size: int = 4, device: torch.device | str = "cpu") -> None:
+        from cdfvd.third_party.i3d.pytorch_i3d import InceptionI3d
+
+        path = Path(weights_file)
+        where = f"eval.fvd_weights={str(weights_file)!r}"
+        if not path.is_file():
+            raise UserError(f"{where}: no such file (expected a local I3D state dict; nothing is downloaded)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is the user's file
+            raise UserError(f"{where}: cannot load it as a state dict ({err.__class__.__name__})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise UserError(f"{where}: not a state dict (expected a mapping of parameter names to tensors)")
+        model = InceptionI3d(400, in_channels=3)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+            raise UserError(f"{where}: does not fit cd-fvd's InceptionI3d ({detail[:200]})") from None
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.name = f"i3d:{path.name}"
+
+    @torch.inference_mode()
+    def video_features(self, videos: VideoInput) -> torch.Tensor:
+        from cdfvd.third_party.i3d.utils import preprocess_i3d
+
+        videos = as_videos(videos)
+        frames = videos.shape[1]
+        if frames < self.min_frames:
+            videos = videos[:, np.arange(self.min_frames) % frames]
+        parts = []
+        for start in range(0, len(videos), self.batch_size):
+            batch = preprocess_i3d(videos[start : start + self.batch_size]).to(self.device)
+            parts.append(self.model(batch).double().cpu())
+        return torch.cat(parts)
+
+
+def fvd_metrics(real_videos: VideoInput, fake_videos: VideoInput, extractor: LocalI3DFeatures) -> dict:
+    """FVD: the Frechet distance of I3D logits of fake vs real videos (`fvd`), with the features' name and the
+    frame count the videos had (`fvd_frames`; shorter clips are looped to 16 frames)."""
+    real, fake = as_videos(real_videos), as_videos(fake_videos)
+    return {"fvd": frechet_distance(extractor.video_features(real), extractor.video_features(fake)),
+            "fvd_features": extractor.name, "fvd_frames": int(real.shape[1])}
+
+
 # ----------------------------------------------------------------------------------------------
 # Distances
 
@@ -350,6 +416,11 @@ def _torchmetrics_kid(
     return float(mean), float(std)
 
 
+def is_inception(extractor: object) -> bool:
+    """Whether FID / KID may carry their names: the extractor is Inception-v3 (`LocalInceptionFeatures`)."""
+    return str(getattr(extractor, "name", "")).startswith("inception:")
+
+
 def _extract(extractor: FeatureExtractor, videos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     both = getattr(extractor, "features", None)
     if callable(both):
@@ -372,9 +443,10 @@ def fidelity_metrics(
 ) -> dict:
     """FID and KID over all frames, and the Frechet distance of per-video features, of fake vs real videos.
 
-    Returns `fid_frame`, `kid_frame_mean`, `kid_frame_std`, `fd_video` (floats; NaN where a set has fewer
-    than 2 frames / videos), `kid_subset_size` (the one used: at most the smaller set's frame count) and
-    `features` (the extractor's name). KID subsets are drawn with a fixed `seed`, so a call is repeatable.
+    Returns `fid_frame`, `kid_frame_mean`, `kid_frame_std` with Inception features (`fd_frame`, `kd_frame_mean`,
+    `kd_frame_std` with any other), `fd_video` (floats; NaN where a set has fewer than 2 frames / videos),
+    `kid_subset_size` (the one used: at most the smaller set's frame count) and `features` (the extractor's
+    name). KID subsets are drawn with a fixed `seed`, so a call is repeatable.
     """
     real, fake = as_videos(real_videos), as_videos(fake_videos)
     real_frames, real_video = _extract(extractor, real)
@@ -383,10 +455,11 @@ def fidelity_metrics(
     kid_mean, kid_std = math.nan, math.nan
     if subset >= 2:
         kid_mean, kid_std = _torchmetrics_kid(real_frames, fake_frames, subset, kid_subsets, seed)
+    fid, kid = ("fid", "kid") if is_inception(extractor) else ("fd", "kd")
     return {
-        "fid_frame": _torchmetrics_fid(real_frames, fake_frames),
-        "kid_frame_mean": kid_mean,
-        "kid_frame_std": kid_std,
+        f"{fid}_frame": _torchmetrics_fid(real_frames, fake_frames),
+        f"{kid}_frame_mean": kid_mean,
+        f"{kid}_frame_std": kid_std,
         "fd_video": frechet_distance(real_video, fake_video),
         "kid_subset_size": subset,
         "features": extractor.name,

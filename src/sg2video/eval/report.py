@@ -133,19 +133,18 @@ def _table(table_id: str, rows: Iterable[tuple[str, Any]]) -> str:
 
 
 def _features_note(metrics: Mapping[str, Any]) -> str:
-    """Which features the fidelity numbers used; the project's own ones are not the published FID / FVD."""
-    names = sorted({str(v) for k, v in _flatten(metrics) if k.split(".")[-1] == "features" and isinstance(v, str)})
+    """Which features the fidelity numbers used; the project's own ones are not FID / FVD (and are not named so)."""
+    names = sorted({str(v) for k, v in _flatten(metrics) if k.split(".")[-1].endswith("features") and isinstance(v, str)})
     if not names:
         return ""
-    standard = all(name.startswith("inception:") for name in names)
-    caveat = (
-        "Inception-v3 frame features from a local weights file; the video distance is FVD-like (no I3D)."
-        if standard
-        else "These are not Inception / I3D features: FID, KID and the video Frechet distance here compare only "
-        "with runs that used the same features."
-    )
+    inception = any(name.startswith("inception:") for name in names)
+    i3d = any(name.startswith("i3d:") for name in names)
+    parts = ["FID / KID: Inception-v3 frame features from a local weights file." if inception else
+             "fd_frame / kd_frame / fd_video: Frechet and kernel distances in the project's own features (not FID); "
+             "they compare only with runs that used the same features."]
+    parts.append("FVD: I3D logits from a local weights file." if i3d else "No FVD (eval.fvd_weights not set).")
     listed = ", ".join(f"<code>{html.escape(n)}</code>" for n in names)
-    return f'<p class="note">Fidelity features: {listed}. {html.escape(caveat)}</p>'
+    return f'<p class="note">Fidelity features: {listed}. {html.escape(" ".join(parts))}</p>'
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sg2video.eval.retrieval import evaluate_retrieval
 from sg2video.graphs import Vocab
 from sg2video.logs import say
 from sg2video.rundir import stage_checkpoint, update_metrics
-from sg2video.stages.common import datasets, report_skipped, stage_loop_config, write_scalars
+from sg2video.stages.common import datasets, report_skipped, stage_loop_config, tb_writer, write_scalars
 from sg2video.train.checkpoint import load_checkpoint
 from sg2video.train.distributed import DistInfo
 from sg2video.train.loop import Hook, fit
@@ -63,6 +63,9 @@ def run_encoder_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     if info.is_main:
         report_skipped("encoder", data["train"], run_dir)
         metrics = retrieval(result.model, data["val"], cfg, info.device)
+        writer = tb_writer(run_dir)  # the curves' last point, also with eval_every=0 (the only one then)
+        write_scalars(writer, "encoder/retrieval", metrics, result.step)
+        writer.close()
         metrics["steps"] = result.step
         update_metrics(run_dir, "encoder", metrics)
         say(f"[encoder] retrieval on held-out clips: graph->video top-1 {metrics['g2v_top1']:.3f} "

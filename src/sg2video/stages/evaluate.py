@@ -204,18 +204,23 @@ def sg_score(encoder_ckpt: Path, videos: torch.Tensor, items: list[dict], galler
 
 
 def fidelity(cfg: DictConfig, encoder_ckpt: Path, videos: torch.Tensor, items: list[dict], device) -> dict:
-    from sg2video.eval.fidelity import EncoderFeatures, LocalInceptionFeatures, fidelity_metrics, temporal_metrics
+    from hydra.utils import to_absolute_path
+
+    from sg2video.eval.fidelity import (EncoderFeatures, LocalI3DFeatures, LocalInceptionFeatures, fidelity_metrics,
+                                        fvd_metrics, temporal_metrics)
     from sg2video.stages.encoder import load_pretrainer
 
     real = torch.stack([it["video"].permute(0, 2, 3, 1) for it in items]).numpy()
     fake = videos.numpy()
     if cfg.eval.fid_weights:
-        extractor = LocalInceptionFeatures(str(cfg.eval.fid_weights), device=device)
+        extractor = LocalInceptionFeatures(to_absolute_path(str(cfg.eval.fid_weights)), device=device)
     else:
         model, _, _ = load_pretrainer(encoder_ckpt, device)
         extractor = EncoderFeatures(model.video_encoder.to(device), name=f"sg2video-video-encoder@{encoder_ckpt}",
                                     device=device)
     out = fidelity_metrics(real, fake, extractor, kid_subset_size=min(50, len(items) * real.shape[1]))
+    if cfg.eval.fvd_weights:
+        out.update(fvd_metrics(real, fake, LocalI3DFeatures(to_absolute_path(str(cfg.eval.fvd_weights)), device=device)))
     out.update(temporal_metrics(real, fake))
     return out
 
