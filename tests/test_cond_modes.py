@@ -56,9 +56,11 @@ def test_concat_concatenates_the_graph_vector_and_its_slots_to_the_time_embeddin
 
 
 def test_each_mode_gets_its_measured_defaults_and_explicit_settings_win():
-    assert mode_defaults("crossattn", 3) == {"spatial_attn_levels": (0, 1, 2), "coords": True}
-    assert mode_defaults("concat", 3) == {"spatial_attn_levels": (2,), "coords": True}
-    assert mode_defaults("layout", 3) == {"spatial_attn_levels": (2,), "coords": False}
+    assert mode_defaults("crossattn", 3) == {"spatial_attn_levels": (0, 1, 2), "temporal_attn_levels": (2,),
+                                             "coords": True}
+    assert mode_defaults("concat", 3) == {"spatial_attn_levels": (2,), "temporal_attn_levels": (0, 1, 2),
+                                          "coords": True}
+    assert mode_defaults("layout", 3) == {"spatial_attn_levels": (2,), "temporal_attn_levels": (2,), "coords": False}
     cross = tiny("crossattn")
     # every stage attends to the graph: one block per level down (2), the middle one, one per level up (2)
     assert sum(m.has_context for m in cross.modules() if type(m).__name__ == "SpatialAttention") == 5
@@ -67,6 +69,8 @@ def test_each_mode_gets_its_measured_defaults_and_explicit_settings_win():
     assert not plain.coords and plain.init_conv.in_channels == 3
     layout = tiny("layout", layout_channels=4)
     assert not layout.coords
+    temporal = [m for m in tiny("concat", temporal_attn_levels=None).modules() if type(m).__name__ == "TemporalAttention"]
+    assert len(temporal) == 5  # every stage: 2 down, the middle one, 2 up
 
 
 def test_crossattn_class_tokens_give_every_object_a_key_that_names_its_class():

@@ -221,7 +221,7 @@ class ModelSchema:
     dim_mults: List[int] = key(ge=1, each=True)
     num_res_blocks: int = key(ge=1)
     spatial_attn_levels: Optional[List[int]] = key(ge=0, each=True)
-    temporal_attn_levels: List[int] = key(ge=0, each=True)
+    temporal_attn_levels: Optional[List[int]] = key(ge=0, each=True)
     attn_head_dim: int = key(ge=1)
     layout_channels: int = key(ge=1)
     norm_groups: int = key(ge=1)
@@ -390,9 +390,21 @@ class InspectSchema:
     data: Any = MISSING
 
 
+@dataclass
+class DataStatsSchema:
+    splits: List[str] = key(choices=SPLIT_NAMES, each=True)
+    max_clips: int = key(ge=0)
+    out: str = key()
+    compare: List[str] = key()
+    top_classes: int = key(ge=1)
+    data: Any = MISSING
+    encoder: Any = MISSING
+
+
 GROUP_SCHEMAS = {"encoder": EncoderSchema, "model": ModelSchema, "diffusion": DiffusionSchema,
                  "autoencoder": AutoencoderSchema, "train": TrainSchema, "eval": EvalSchema}
-ENTRY_SCHEMAS = {"config": RunSchema, "sample": SampleSchema, "prepare": PrepareSchema, "inspect": InspectSchema}
+ENTRY_SCHEMAS = {"config": RunSchema, "sample": SampleSchema, "prepare": PrepareSchema, "inspect": InspectSchema,
+                 "data_stats": DataStatsSchema}
 
 
 SCHEMA_GROUP = "_schemas"  # outside every real group, so no key of any config turns into a group override

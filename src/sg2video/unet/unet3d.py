@@ -19,8 +19,9 @@ channels give each pixel its position (x, y in [-1, 1]; CoordConv), so attention
 "left" and "above" are.
 
 Per-mode defaults (arguments left None), the best settings measured for each mode
-(experiments/results/cond_modes.md): crossattn attends at every level and gets coords; concat gets coords; layout
-and none attend at the deepest level only, without coords (their maps or nothing need no positions).
+(experiments/results/cond_modes.md): crossattn attends to the graph at every level and gets coords; concat gets
+coords and temporal attention at every level (its objects otherwise pop in and out); layout and none attend at
+the deepest level only, without coords (their maps, or nothing, need no positions).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def mode_defaults(cond: str, levels: int) -> dict[str, Any]:
     """The settings a mode gets for the arguments left None (see the module docstring)."""
     layout_free = cond in ("crossattn", "concat")
     return {"spatial_attn_levels": tuple(range(levels)) if cond == "crossattn" else (levels - 1,),
+            "temporal_attn_levels": tuple(range(levels)) if cond == "concat" else (levels - 1,),
             "coords": layout_free}
 
 
@@ -93,7 +95,7 @@ class UNet3D(nn.Module):
         dim_mults: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 2,
         spatial_attn_levels: Sequence[int] | None = None,
-        temporal_attn_levels: Sequence[int] | None = (0, 1, 2),
+        temporal_attn_levels: Sequence[int] | None = None,
         attn_head_dim: int = 32,
         cond: str = "none",
         cond_dim: int = 256,
@@ -124,6 +126,7 @@ class UNet3D(nn.Module):
         levels = len(dim_mults)
         defaults = mode_defaults(self.cond_mode, levels)
         spatial_attn_levels = defaults["spatial_attn_levels"] if spatial_attn_levels is None else spatial_attn_levels
+        temporal_attn_levels = defaults["temporal_attn_levels"] if temporal_attn_levels is None else temporal_attn_levels
         coords = defaults["coords"] if coords is None else bool(coords)
         if concat_slots < 0:
             raise ConfigError(f"model.concat_slots={concat_slots} must be >= 0")
