@@ -401,10 +401,23 @@ class DataStatsSchema:
     encoder: Any = MISSING
 
 
+@dataclass
+class InspectEmbeddingsSchema:
+    ckpt: str = key()
+    splits: List[str] = key(choices=SPLIT_NAMES, each=True)
+    num: int = key(ge=2)
+    highlight_class: Optional[str] = key()
+    gallery: int = key(ge=2)
+    out: str = key()
+    data: Any = MISSING
+    data2: Optional[Any] = key()
+    data3: Optional[Any] = key()
+
+
 GROUP_SCHEMAS = {"encoder": EncoderSchema, "model": ModelSchema, "diffusion": DiffusionSchema,
                  "autoencoder": AutoencoderSchema, "train": TrainSchema, "eval": EvalSchema}
 ENTRY_SCHEMAS = {"config": RunSchema, "sample": SampleSchema, "prepare": PrepareSchema, "inspect": InspectSchema,
-                 "data_stats": DataStatsSchema}
+                 "data_stats": DataStatsSchema, "inspect_embeddings": InspectEmbeddingsSchema}
 
 
 SCHEMA_GROUP = "_schemas"  # outside every real group, so no key of any config turns into a group override
