@@ -202,3 +202,18 @@ def test_a_trained_model_draws_the_colour_of_a_swapped_object_class(mode):
     print(f"{mode}: followed {followed} of 16; old colour {old_before} -> {old_after}, new {new_before} -> {new_after}")
     assert followed >= 10
     assert old_after < 0.4 * old_before and new_after > 2.5 * new_before
+
+
+def test_build_unet_reads_exactly_the_net_keys_of_the_model_group():
+    """NET_KEYS maps every UNet3D argument the config may set; every other key of conf/model/unet.yaml has a
+    reader outside the net (named here), so a key added to either side without the other fails."""
+    import inspect
+
+    from sg2video.unet.unet3d import NET_KEYS
+
+    args = set(inspect.signature(UNet3D.__init__).parameters) - {"self", "in_channels", "cond_dim", "out_channels",
+                                                                   "temporal_buckets", "temporal_max_distance"}
+    assert set(NET_KEYS.values()) == args
+    group = set(OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")) - {"defaults"}
+    read_elsewhere = {"name", "prefix_frames", "cfg_dropout", "prefix_dropout", "class_tokens"}
+    assert group == set(NET_KEYS) | read_elsewhere

@@ -11,8 +11,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from sg2video.atomic import copy_atomic, write_text_atomic
 from sg2video.logs import say
 from sg2video.config import config_hash, to_dict, uses_layout_model, validate
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
@@ -106,13 +105,6 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], Path], info: DistInfo,
                log: Callable[[str], None] = say) -> Path:
     """Reuse a finished stage from the cache, or train it and store it there."""
@@ -131,14 +123,14 @@ def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], P
     cached = entry / "last.pt"
     with _locked(entry.with_suffix(".lock")):
         if cached.exists() and _is_finished(cached):
-            _copy_atomic(cached, target)
+            copy_atomic(cached, target)
             _restore_stage_metrics(entry, run_dir, stage)
             log(f"[{stage}] reusing cached stage {entry} (same config and code; cache_dir=null trains it anew)")
             return target
         result = train()
         if _is_finished(result):
             _store_stage_metrics(run_dir, entry, stage)  # before the checkpoint: last.pt marks a complete entry
-            _copy_atomic(result, cached)
+            copy_atomic(result, cached)
         return result
 
 
@@ -146,10 +138,7 @@ def _store_stage_metrics(run_dir: Path, entry: Path, stage: str) -> None:
     """The stage's metrics.json section beside its cached checkpoint, so a run that reuses it has them too."""
     section = read_metrics(run_dir).get(stage)
     if section is not None:
-        entry.mkdir(parents=True, exist_ok=True)
-        tmp = entry / f".metrics.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(section, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, entry / "metrics.json")
+        write_text_atomic(entry / "metrics.json", json.dumps(section, indent=2, sort_keys=True) + "\n", durable=True)
 
 
 def _restore_stage_metrics(entry: Path, run_dir: Path, stage: str) -> None:

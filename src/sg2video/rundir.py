@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from sg2video.atomic import write_text_atomic
 
 
 def stage_checkpoint(run_dir: Path, stage: str) -> Path:
@@ -35,9 +36,7 @@ def update_metrics(run_dir: Path, section: str, values: dict[str, Any]) -> dict:
     path = Path(run_dir) / "metrics.json"
     data = read_metrics(run_dir)
     data[section] = _json_safe(values)
-    tmp = path.with_name(f".metrics.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return data
 
 
@@ -57,9 +56,7 @@ def add_curve_point(run_dir: Path, point: dict[str, Any]) -> list[dict]:
     points[int(point["step"])] = _json_safe(point)
     ordered = [points[s] for s in sorted(points)]
     path = curve_path(run_dir)
-    tmp = path.with_name(f".curve.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"points": ordered}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"points": ordered}, indent=1, sort_keys=True) + "\n")
     return ordered
 
 
@@ -81,10 +78,7 @@ FAILURE_FILE = "failed.json"
 def write_failure(run_dir: Path, reason: str, kind: str) -> None:
     """Mark a sweep job as failed, with its one-line reason (written atomically)."""
     path = Path(run_dir) / FAILURE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{FAILURE_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"reason": reason, "kind": kind}, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"reason": reason, "kind": kind}, indent=2) + "\n")
 
 
 def read_failure(run_dir: Path) -> str | None:

@@ -13,33 +13,15 @@ Which format for what:
 """
 from __future__ import annotations
 
-import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from sg2video.atomic import write_atomic
+
 __all__ = ["write_atomic", "write_gif", "write_mp4", "write_npy", "read_video", "upscale"]
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` with a temporary path beside `path`, then rename it to `path`.
-
-    The temporary name keeps `path`'s suffix, so writers that pick a format by suffix still work.
-    On any error the temporary file is removed and the destination is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:

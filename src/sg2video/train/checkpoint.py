@@ -8,15 +8,14 @@ the newest; `step_NNNNNNN.pt` files keep the last K for falling back when `last.
 """
 from __future__ import annotations
 
-import os
 import random
-import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from sg2video.atomic import link_atomic, write_atomic
 from sg2video.errors import UserError
 
 
@@ -25,59 +24,10 @@ class CheckpointError(UserError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file beside `path`, fsync, then rename over `path`.
-
-    A kill at any moment leaves `path` either old or new, never partial; what it may leave is the temp
-    file `.<name>.<random>.tmp` (`save_training_checkpoint` removes those of a checkpoint directory).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _create_temp(path: Path) -> tuple[Path, int]:
-    """A new temp file beside `path`, with the umask's permissions (mkstemp would make it 0600)."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _link_atomic(source: Path, target: Path) -> None:
-    """Make `target` another name of `source` (no second write), replacing it atomically."""
-    while True:
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.link(source, tmp)
-            break
-        except FileExistsError:
-            continue
-    try:
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save through `sg2video.atomic.write_atomic(durable=True)`: a kill at any moment leaves `path` either
+    old or new, never partial; what it may leave is the temp file `.<name>.<random>.tmp`
+    (`save_training_checkpoint` removes those of a checkpoint directory)."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), durable=True, keep_suffix=False)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -133,7 +83,7 @@ def save_training_checkpoint(directory: str | Path, state: dict, keep_last: int 
     written = step_path(directory, step)
     atomic_save(state, written)
     try:
-        _link_atomic(written, directory / "last.pt")
+        link_atomic(written, directory / "last.pt")
     except OSError:  # a file system without hard links
         atomic_save(state, directory / "last.pt")
     steps = [path for _, path in _step_files(directory) if path != written]

@@ -25,7 +25,6 @@ the deepest level only, without coords (their maps, or nothing, need no position
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
 
 import torch
@@ -243,17 +242,27 @@ class UNet3D(nn.Module):
         return rearrange(self.out(h), "(b t) c h w -> b c t h w", b=batch)
 
 
-def build_unet(model_cfg: Any, in_channels: int = 3, cond_dim: int = 256) -> UNet3D:
-    """UNet3D from the `model` config group (a DictConfig or a dict).
+# model.<key> -> UNet3D argument: every key of the `model` group the net reads. The rest of the group
+# (prefix_frames, cfg_dropout, prefix_dropout, class_tokens, name, cond's training around the net) have
+# other readers; a key added to the net is added here too (tests/test_unet.py checks both sides).
+NET_KEYS = {
+    "dim": "dim", "dim_mults": "dim_mults", "num_res_blocks": "num_res_blocks",
+    "spatial_attn_levels": "spatial_attn_levels", "temporal_attn_levels": "temporal_attn_levels",
+    "attn_head_dim": "attn_head_dim", "cond": "cond", "layout_channels": "layout_channels",
+    "norm_groups": "norm_groups", "dropout": "dropout", "upsample_conv": "upsample_conv", "coords": "coords",
+    "concat_slots": "concat_slots",
+}
 
-    Reads the keys that are UNet3D arguments and leaves the rest (prefix_frames, cfg_dropout, ...: the training
-    around the net) to their readers; Hydra already rejects misspelt keys at the command line. `in_channels`
-    (3, or the latent width) and `cond_dim` (`encoder.cond_dim`) come from the caller, so each is read in one place.
+
+def build_unet(model_cfg: Any, in_channels: int = 3, cond_dim: int = 256) -> UNet3D:
+    """UNet3D from the `model` config group (a DictConfig or a dict), through NET_KEYS.
+
+    `in_channels` (3, or the latent width) and `cond_dim` (`encoder.cond_dim`) come from the caller, so each is
+    read in one place. A key the group does not have keeps UNet3D's default (older checkpoints' configs).
     """
     if not isinstance(model_cfg, dict):
         from omegaconf import OmegaConf
 
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    net_keys = set(inspect.signature(UNet3D.__init__).parameters) - {"self", "in_channels", "cond_dim"}
-    kwargs = {key: value for key, value in model_cfg.items() if key in net_keys}
+    kwargs = {arg: model_cfg[key] for key, arg in NET_KEYS.items() if key in model_cfg}
     return UNet3D(in_channels=in_channels, cond_dim=cond_dim, **kwargs)
