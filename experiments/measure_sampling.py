@@ -28,7 +28,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from sg2video.data import build_dataset  # noqa: E402
 from sg2video.eval.compliance import check_video, score_videos  # noqa: E402
-from sg2video.graphs import SceneGraph, iter_triples_named, load_graph_json, relation_segments  # noqa: E402
+from sg2video.graph_json import load_graph_json  # noqa: E402
+from sg2video.graphs import SceneGraph, iter_triples_named, relation_segments  # noqa: E402
 from sg2video.sampling import VideoGenerator  # noqa: E402
 from sg2video.train.checkpoint import load_checkpoint  # noqa: E402
 from sg2video.video_io import write_gif, write_npy  # noqa: E402

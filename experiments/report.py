@@ -418,7 +418,7 @@ def score_samples(job: Job) -> list[ScoredSample]:
     """Per-sample compliance of a job's saved samples (shapes world); NaN scores elsewhere."""
     from sg2video.data.shapes import shapes_vocab
     from sg2video.eval.compliance import check_video
-    from sg2video.graphs import GraphFormatError, load_graph_json
+    from sg2video.graph_json import GraphFormatError, load_graph_json
 
     data_name = str((job.config.get("data") or {}).get("name", "shapes"))
     vocab = shapes_vocab() if data_name == "shapes" else None

@@ -18,7 +18,7 @@ import yaml
 
 from sg2video.data.shapes import shapes_vocab
 from sg2video.eval.compliance import score_videos
-from sg2video.graphs import load_graph_json
+from sg2video.graph_json import load_graph_json
 
 
 def runs_in(path: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from sg2video.cli import preflight
 from sg2video.data import SPLIT_NAMES, build_dataset
 from sg2video.errors import ConfigError, exit_on_user_error
-from sg2video.graphs import graphs_to_json, write_graph_json
+from sg2video.graph_json import graphs_to_json, write_graph_json
 from sg2video.video_io import write_atomic, write_gif, write_npy
 from sg2video.viz import draw_timeline, frames_with_boxes
 

@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> None:
     from tqdm.auto import tqdm
 
     from sg2video.diffusion import plan_chunks
-    from sg2video.graphs import graphs_to_json, load_graph_json, write_graph_json
+    from sg2video.graph_json import graphs_to_json, load_graph_json, write_graph_json
     from sg2video.logs import progress_enabled
     from sg2video.sampling import VideoGenerator
     from sg2video.train.distributed import pick_device

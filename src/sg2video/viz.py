@@ -16,7 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from sg2video.data.shapes import COLOURS
-from sg2video.graphs import SceneGraph, Vocab, graphs_to_json
+from sg2video.graph_json import graphs_to_json
+from sg2video.graphs import SceneGraph, Vocab
 from sg2video.video_io import write_atomic
 
 __all__ = ["draw_graph", "draw_timeline", "frames_with_boxes", "name_colour"]

@@ -29,7 +29,8 @@ import torch
 
 from sg2video.data.shapes import COLOURS, SHAPES, shapes_vocab
 from sg2video.eval.compliance import detect_objects, predicate_holds
-from sg2video.graphs import SceneGraph, Vocab, iter_triples_named, parse_graph
+from sg2video.graph_json import parse_graph
+from sg2video.graphs import SceneGraph, Vocab, iter_triples_named
 
 __all__ = [
     "OPPOSITE",

@@ -20,7 +20,8 @@ import numpy as np
 
 from sg2video.data.shapes import ShapesWorld, shapes_vocab
 from sg2video.eval.compliance import check_video, detect_objects, graph_colours, object_moves
-from sg2video.graphs import SceneGraph, Vocab, load_graph_json, relation_segments
+from sg2video.graph_json import load_graph_json
+from sg2video.graphs import SceneGraph, Vocab, relation_segments
 
 DETECTION_SLACK_PX = 0.5
 

@@ -231,7 +231,7 @@ def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict],
     model sampled; default: the items' own graphs) + a picture of it + the ground truth gif."""
     drawn_from = drawn_from if drawn_from is not None else [it["graphs"] for it in items]
     from sg2video.eval.compliance import check_video
-    from sg2video.graphs import graphs_to_json, write_graph_json
+    from sg2video.graph_json import graphs_to_json, write_graph_json
     from sg2video.video_io import write_gif, write_npy
     from sg2video.viz import draw_timeline
 
