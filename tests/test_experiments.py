@@ -397,7 +397,7 @@ def test_rescore_samples_scores_each_job_of_a_sweep(local_sweep, tmp_path):
     assert "model.cond=concat" in rows[0][1] and "model.cond=none" in rows[1][1]
     from sg2video.data.shapes import shapes_vocab
     from sg2video.eval.compliance import score_videos
-    from sg2video.graphs import load_graph_json
+    from sg2video.graph_json import load_graph_json
 
     for num, row in enumerate(rows):  # the 2 samples the smoke eval saved, scored here independently
         stems = [sweep / str(num) / "samples" / f"sample_{i:03d}" for i in range(2)]

@@ -16,7 +16,7 @@ from sg2video.data import build_dataset
 from sg2video.data.shapes import shapes_vocab
 from sg2video.errors import ConfigError
 from sg2video.eval.compliance import check_video
-from sg2video.graphs import load_graph_json
+from sg2video.graph_json import load_graph_json
 from sg2video.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ from sg2video.data.shapes import ShapesDataset, shapes_vocab
 from sg2video.diffusion import GaussianDiffusion, make_schedule
 from sg2video.encoder.graph_encoder import GraphEncoder
 from sg2video.eval.layouts import evaluate_layouts, rule_accuracy
-from sg2video.graphs import SceneGraph, parse_graph
+from sg2video.graph_json import parse_graph
+from sg2video.graphs import SceneGraph
 from sg2video.layout.boxes import centres, from_model_space, moves, pairwise_iou, to_model_space
 from sg2video.layout.condition import encode_layout_batch
 from sg2video.layout.model import EdgeAttention, build_layout_module

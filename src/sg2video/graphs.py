@@ -12,12 +12,12 @@ Tensor layouts, documented here once:
   graph. Boxes are (N_obj, 4) with `has_box` (N_obj,) saying which rows carry a real box.
 
 The JSON format (shared/specs/graph_json.md) lives in `sg2video.graph_json` (`parse_graph`, `load_graph_json`,
-`graphs_to_json`, ...); its names are also reachable from here, for code written before the split.
+`graphs_to_json`, ...), which builds on this module.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -227,15 +227,3 @@ def iter_triples_named(vocab: Vocab, graph: SceneGraph) -> Iterable[tuple[str, s
     for s, p, o in graph.triples.tolist():
         yield vocab.objects[int(graph.objs[s])], vocab.predicates[p], vocab.objects[int(graph.objs[o])]
 
-
-_JSON_NAMES = ("GraphFormatError", "Segment", "GraphSpec", "parse_graph", "load_graph_json", "graphs_to_json",
-               "write_graph_json")
-
-
-def __getattr__(name: str) -> Any:
-    """The graph JSON names, from sg2video.graph_json (imported on first use: it imports this module)."""
-    if name in _JSON_NAMES:
-        from sg2video import graph_json
-
-        return getattr(graph_json, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,14 +12,12 @@ in `sg2video.config.validate`, which runs both.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from sg2video.data import DATASET_NAMES, SPLIT_NAMES
+from sg2video.data import DATASET_NAMES
 from sg2video.data.coco_stuff import RELATION_MODES
 from sg2video.data.fit import RESIZE_MODES
 from sg2video.diffusion import SPACES
@@ -28,25 +26,13 @@ from sg2video.diffusion.samplers import SAMPLER_NAMES
 from sg2video.diffusion.schedules import SCHEDULE_NAMES
 from sg2video.encoder.gcn import POOLINGS
 from sg2video.encoder.video_encoder import POOLS
-from sg2video.errors import ConfigError
+from sg2video.entry_schemas import ENTRY_SCHEMAS
+from sg2video.schema_fields import check_node, key
 from sg2video.layout import LAYOUT_SOURCES
 from sg2video.train.loop import PRECISIONS
 from sg2video.unet.conditioning import COND_MODES
 
-STAGES = ("all", "autoencoder", "encoder", "layout", "diffusion", "eval")
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
-
-
-def key(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-        choices: tuple | Callable[[], tuple] | None = None, each: bool = False) -> Any:
-    """A schema field (no default: the YAML gives it) with its range or accepted names. `each`: the rule holds for
-    every element of a list."""
-    rules = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices).items() if v is not None}
-    return field(default=MISSING, metadata={"rules": rules, "each": each})
-
-
-def probability() -> Any:
-    return key(ge=0.0, le=1.0)
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -333,91 +319,8 @@ class EvalSchema:
     curve_samples: int = key(ge=1)
 
 
-# -- the entry points' own keys ----------------------------------------------------------------------
-
-
-@dataclass
-class RunSchema:
-    """src/run.py's top-level keys (the groups have their own schemas)."""
-
-    stage: str = key(choices=STAGES)
-    device: str = key()
-    cache_dir: Optional[str] = key()
-    run_dir: Optional[str] = None  # tests and library callers may name the run directory here instead of Hydra
-    data: Any = MISSING
-    encoder: Any = MISSING
-    layout: Any = MISSING
-    model: Any = MISSING
-    diffusion: Any = MISSING
-    autoencoder: Any = MISSING
-    train: Any = MISSING
-    eval: Any = MISSING
-
-
-@dataclass
-class SampleSchema:
-    """src/sample.py's keys."""
-
-    ckpt: str = key()
-    graph: str = key()
-    frames: Optional[int] = key(ge=1)
-    num: int = key(ge=1)
-    seed: int = key(ge=0)
-    sampler: str = key(choices=SAMPLER_NAMES)
-    steps: int = key(ge=1)
-    eta: float = key(ge=0.0, le=1.0)
-    guidance: float = key(ge=0.0)
-    boxes: str = key(choices=LAYOUT_SOURCES)  # not `layout`: that is run.py's config group (conf/layout/)
-    device: str = key()
-    fps: int = key(ge=1, le=100)
-    out: str = key()
-    max_frames: int = key(ge=1)
-
-
-@dataclass
-class PrepareSchema:
-    unpickle_ok: bool = key()
-    data: Any = MISSING
-
-
-@dataclass
-class InspectSchema:
-    split: str = key(choices=SPLIT_NAMES)
-    num: int = key(ge=1)
-    start: int = key(ge=0)
-    out: str = key()
-    fps: float = key(gt=0.0, le=100.0)
-    data: Any = MISSING
-
-
-@dataclass
-class DataStatsSchema:
-    splits: List[str] = key(choices=SPLIT_NAMES, each=True)
-    max_clips: int = key(ge=0)
-    out: str = key()
-    compare: List[str] = key()
-    top_classes: int = key(ge=1)
-    data: Any = MISSING
-    encoder: Any = MISSING
-
-
-@dataclass
-class InspectEmbeddingsSchema:
-    ckpt: str = key()
-    splits: List[str] = key(choices=SPLIT_NAMES, each=True)
-    num: int = key(ge=2)
-    highlight_class: Optional[str] = key()
-    gallery: int = key(ge=2)
-    out: str = key()
-    data: Any = MISSING
-    data2: Optional[Any] = key()
-    data3: Optional[Any] = key()
-
-
 GROUP_SCHEMAS = {"encoder": EncoderSchema, "model": ModelSchema, "diffusion": DiffusionSchema,
                  "autoencoder": AutoencoderSchema, "train": TrainSchema, "eval": EvalSchema}
-ENTRY_SCHEMAS = {"config": RunSchema, "sample": SampleSchema, "prepare": PrepareSchema, "inspect": InspectSchema,
-                 "data_stats": DataStatsSchema, "inspect_embeddings": InspectEmbeddingsSchema}
 
 
 SCHEMA_GROUP = "_schemas"  # outside every real group, so no key of any config turns into a group override
@@ -434,56 +337,6 @@ def register() -> None:
              **{f"data_{name}": schema for name, schema in DATA_SCHEMAS.items()}, **ENTRY_SCHEMAS}
     for name, schema in nodes.items():
         store.store(group=SCHEMA_GROUP, name=name, node=schema, provider="sg2video")
-
-
-# -- ranges and names ---------------------------------------------------------------------------------
-
-
-def _describe(rules: dict) -> str:
-    parts = []
-    for name, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-        if name in rules:
-            parts.append(f"{sign} {rules[name]:g}")
-    return " and ".join(parts)
-
-
-def _check_value(where: str, value: Any, rules: dict, noun: str = "a number") -> None:
-    choices = rules.get("choices")
-    if choices is not None:
-        names = choices() if callable(choices) else choices
-        if value not in names:
-            shown = ", ".join("null" if n is None else str(n) for n in names)
-            raise ConfigError(f"{where}={value!r} is not accepted (accepted: {shown})")
-        return
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    bad = (("ge" in rules and not value >= rules["ge"]) or ("gt" in rules and not value > rules["gt"])
-           or ("le" in rules and not value <= rules["le"]) or ("lt" in rules and not value < rules["lt"])
-           or (isinstance(value, float) and not math.isfinite(value)))
-    if bad:
-        shown = int(value) if isinstance(value, float) and value.is_integer() else value
-        raise ConfigError(f"{where}={shown!r} must be {noun} {_describe(rules)}")
-
-
-def check_node(node: Any, schema: type, prefix: str) -> None:
-    """Every field of `schema` in the config node `node` against its rules (nested schemas included)."""
-    for f in dataclasses.fields(schema):
-        if f.name not in node:
-            continue
-        where = f"{prefix}{f.name}"
-        if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
-            check_node(node[f.name], f.default_factory, f"{where}.")
-            continue
-        rules = f.metadata.get("rules", {})
-        if not rules:  # read only what has rules: other values may interpolate what exists only in a run
-            continue
-        value = node[f.name]
-        noun = "an integer" if "int" in str(f.type) else "a number"
-        if f.metadata.get("each") and value is not None:
-            for i, element in enumerate(value):
-                _check_value(f"{where}[{i}]", element, rules, noun)
-        else:
-            _check_value(where, value, rules, noun)
 
 
 def check_ranges(cfg: DictConfig, entry: str = "config") -> None:
