@@ -10,16 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sg2video.data.shapes import ShapesDataset, shapes_vocab
-from sg2video.graphs import (
-    GraphBatch,
-    GraphFormatError,
-    SceneGraph,
-    Vocab,
-    graphs_to_json,
-    load_graph_json,
-    parse_graph,
-    write_graph_json,
-)
+from sg2video.graph_json import GraphFormatError, graphs_to_json, load_graph_json, parse_graph, write_graph_json
+from sg2video.graphs import GraphBatch, SceneGraph, Vocab
 
 VOCAB = shapes_vocab()
 RED_CIRCLE, BLUE_SQUARE, GREEN_TRIANGLE = 0, 7, 5

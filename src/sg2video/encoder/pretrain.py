@@ -167,6 +167,7 @@ class EncoderPretrainer(nn.Module):
             clip_graph = F.normalize(rearrange(encoding.global_vec, "(b t) d -> b t d", t=T).mean(1), dim=-1)
             terms["contrastive_clip"] = info_nce(clip_graph, F.normalize(video.clip_vec, dim=-1), scale)
             terms["contrastive"] = 0.5 * (terms["contrastive_frame"] + terms["contrastive_clip"])
+            terms["temperature"] = 1.0 / scale.detach()  # the learned InfoNCE temperature, logged (not a loss)
 
         if w["masked"] > 0:
             if target_tokens is None:
@@ -184,7 +185,6 @@ class EncoderPretrainer(nn.Module):
         weighted = [w[name] * terms[name] for name in LOSS_TERMS if name in terms]
         # with every weight 0, a zero that still backpropagates (into the graph encoder, with zero grads)
         terms["loss"] = sum(weighted[1:], weighted[0]) if weighted else encoding.global_vec.sum() * 0.0
-        terms["temperature"] = 1.0 / self.scale().detach()  # the learned InfoNCE temperature, logged (not a loss)
         return terms
 
     def masked_loss(
