@@ -271,6 +271,42 @@ def test_eval_stage_computes_fid_and_fvd_from_local_weight_files(smoke_run, tmp_
     assert "FVD: I3D logits from a local weights file" in (run / "report.html").read_text()
 
 
+# what each eval measurement adds on the smoke run (layout mode, shapes, 7-frame timelines, 2 manipulations)
+MEASUREMENT_KEYS = {
+    "held-out graphs without boxes": {"object_accuracy", "relation_accuracy", "identity/kept", "seconds_per_video"},
+    "with given boxes, box head": {"given_boxes/object_accuracy", "box_head/relation_accuracy"},
+    "unconditional control": {"control_uncond/object_accuracy", "control_uncond/relation_accuracy"},
+    "diversity": {"diversity/position_spread", "diversity/pixel_difference"},
+    "long videos": {"long/teleport_rate", "long/worst_segment/relation_accuracy", "long/frames"},
+    "manipulation": {"manipulation_relation/changed_accuracy", "manipulation_object/unchanged_preserved"},
+    "SG score": {"sg_score/g2v_top1", "sg_score_real/v2g_top1"},
+    "fidelity": {"fidelity/fd_frame", "fidelity/fd_video", "fidelity/temporal_change_ratio"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MEASUREMENT_KEYS))
+def test_each_eval_measurement_on_its_own(smoke_run, name):
+    """Each measurement of the eval stage (sg2video.stages.evaluate.MEASUREMENTS) run alone on the smoke run's
+    model: the keys it owns, values in range; outside the shapes world the checker's measurements add nothing."""
+    from sg2video.stages.evaluate import MEASUREMENTS, eval_context, headline
+
+    run_dir, _ = smoke_run
+    ctx = eval_context(compose_cfg(SMOKE), run_dir, torch.device("cpu"))
+    assert ctx.is_shapes and [n for n, _ in MEASUREMENTS] == list(MEASUREMENT_KEYS)
+    measure = dict(MEASUREMENTS)[name]
+    out = headline(ctx) if measure is headline else (headline(ctx), measure(ctx))[1]
+    assert MEASUREMENT_KEYS[name] <= set(out), sorted(out)
+    others = set().union(*(keys for n, keys in MEASUREMENT_KEYS.items() if n != name))
+    assert not (set(out) & others)
+    for key, value in out.items():
+        if "accuracy" in key or key.endswith(("kept", "rate")):
+            assert value != value or 0.0 <= value <= 1.0, (key, value)
+    ctx.is_shapes = False
+    if name not in ("held-out graphs without boxes", "SG score", "fidelity"):
+        assert measure(ctx) == {}
+
+
 @pytest.mark.slow
 def test_smoke_run_report_has_metrics_samples_and_controls(smoke_run):
     run_dir, _ = smoke_run

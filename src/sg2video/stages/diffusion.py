@@ -134,7 +134,7 @@ def _curve_hook(cfg: DictConfig, run_dir: Path, val_data, extra: dict, device):
     """`eval.curve_every`: box-free compliance of `eval.curve_samples` held-out (val) graphs with the EMA weights,
     into curve.json and TensorBoard (`curve/...`), with the CPU and wall seconds the training took so far (the
     curve's own sampling not counted), so modes can be compared at equal steps or equal CPU time."""
-    from sg2video.stages.evaluate import curve_point, eval_layout
+    from sg2video.stages.eval_measures import curve_point, eval_layout
 
     graph_lists = [item["graphs"] for item in val_data.__getitems__(
         list(range(min(int(cfg.eval.curve_samples), len(val_data)))))]

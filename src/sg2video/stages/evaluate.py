@@ -21,243 +21,141 @@ Then `report.html`: config, metrics, loss curves, and samples beside their graph
 """
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from sg2video.data import build_dataset
-from sg2video.graphs import SceneGraph
 from sg2video.logs import say
-from sg2video.rundir import read_metrics, samples_dir, stage_checkpoint, update_metrics
+from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
 from sg2video.sampling import VideoGenerator
+from sg2video.stages import eval_measures as m
 from sg2video.stages.common import required_checkpoint, tb_writer, write_scalars
+from sg2video.stages.eval_measures import write_samples  # noqa: F401 - callers import it from here too
 from sg2video.train.distributed import DistInfo
 
-GraphLists = Sequence[Sequence[SceneGraph]]
+
+@dataclass
+class EvalContext:
+    """What every measurement may read: the trained generator, the held-out items and their graphs (as
+    given, and box-free as people write them), and how the stage samples. `is_shapes` is the one place that
+    decides whether the exact checker applies (the shapes world)."""
+
+    cfg: DictConfig
+    generator: VideoGenerator
+    items: list[dict]
+    graph_lists: list
+    free: list
+    few: list  # the first eval.control_samples box-free graphs (the control and the box head use them)
+    guidance: float
+    layout: str
+    is_shapes: bool
+    encoder_ckpt: Path
+    device: torch.device
+    videos: torch.Tensor | None = None  # the headline samples, made by the first measurement
+    drawn_from: list = field(default_factory=list)
 
 
-def box_free(graph_lists: GraphLists) -> list[list[SceneGraph]]:
-    """The graphs as a person writes them: no boxes."""
-    return [[g.without_boxes() for g in frames] for frames in graph_lists]
-
-
-def generate_for_graphs(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
-                        layout: str, seed_offset: int = 0, return_graphs: bool = False):
-    """Videos for many graphs, `eval.batch_size` at a time, each batch seeded by its position."""
-    videos, used = [], []
-    bs = int(cfg.eval.batch_size)
-    for start in range(0, len(graph_lists), bs):
-        part, graphs = generator.generate(graph_lists[start : start + bs], sampler=str(cfg.eval.sampler),
-                                          steps=int(cfg.eval.sample_steps), guidance=guidance,
-                                          seed=int(cfg.eval.seed) + seed_offset + start, layout=layout,
-                                          return_graphs=True)
-        videos.append(part)
-        used.extend(graphs)
-    videos = torch.cat(videos)
-    return (videos, used) if return_graphs else videos
-
-
-# -- measurements ------------------------------------------------------------------------------------
-
-
-def compliance_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
-    from sg2video.eval.compliance import score_videos
-
-    scores = score_videos([v.numpy() for v in videos], graph_lists)
-    flat = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float, np.floating))}
-    for name, value in scores.get("per_predicate", {}).items():
-        flat[f"relation_accuracy/{name}"] = float(value)
-    return flat
-
-
-def identity_of(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
-    """Objects keeping their colour and shape from frame to frame (sg2video.eval.compliance.identity_metrics)."""
-    from sg2video.eval.compliance import identity_metrics
-
-    return identity_metrics([v.numpy() for v in videos], graph_lists)
-
-
-def curve_point(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, layout: str) -> dict:
-    """One point of a training curve: the headline compliance and identity of samples of held-out graphs given
-    without boxes (the shapes world)."""
-    videos = generate_for_graphs(generator, box_free(graph_lists), cfg, float(cfg.eval.guidance), layout)
-    out = _headline_keys(compliance_metrics(videos, graph_lists))
-    out.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
+def headline(ctx: EvalContext) -> dict:
+    """Box-free samples of the held-out graphs: compliance and identity (top-level keys, what sweeps read)."""
+    t0 = time.time()
+    ctx.videos, ctx.drawn_from = m.generate_for_graphs(ctx.generator, ctx.free, ctx.cfg, ctx.guidance, ctx.layout,
+                                                       return_graphs=True)
+    out = {"seconds_per_video": (time.time() - t0) / max(1, len(ctx.free))}
+    if ctx.is_shapes:
+        out.update(m.compliance_metrics(ctx.videos, ctx.graph_lists))
+        out.update({f"identity/{k}": v for k, v in m.identity_of(ctx.videos, ctx.graph_lists).items()})
     return out
 
 
-def eval_layout(cfg: DictConfig) -> str:
-    """The layout a box-free graph gets: `layout=given` has nothing to be given, so it falls back to the box head."""
-    return "head" if str(cfg.layout.name) == "given" else str(cfg.layout.name)
-
-
-def _headline_keys(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if "/" not in k}
-
-
-def segment_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
-    """Compliance per timeline segment (runs of frames with the same relations), pooled over videos: the first
-    segment, the later ones, and the worst segment of any video."""
-    from sg2video.eval.compliance import check_video
-    from sg2video.graphs import relation_segments
-
-    first, later, changes = [], [], 0
-    for video, graphs in zip(videos, graph_lists):
-        result = check_video(video.numpy(), graphs)
-        segments = relation_segments(graphs)
-        changes += len(segments) - 1
-        for i, (start, end) in enumerate(segments):
-            (first if i == 0 else later).append(result.over_frames(start, end))
-    out = {"segments_per_video": (changes / max(1, len(graph_lists))) + 1}
-    for name, group in (("first_segment", first), ("later_segments", later), ("worst_segment", first + later)):
-        for key in ("object_accuracy", "relation_accuracy"):
-            values = [g[key] for g in group if g[key] == g[key]]
-            pooled = min(values) if name == "worst_segment" else np.mean(values)
-            out[f"{name}/{key}"] = float(pooled) if values else float("nan")
+def given_boxes(ctx: EvalContext) -> dict:
+    """A layout-reading model handed the data's boxes; and the encoder's box head (the sg2im layout)."""
+    if not (ctx.is_shapes and ctx.generator.reads_boxes):
+        return {}
+    given = m.generate_for_graphs(ctx.generator, ctx.graph_lists, ctx.cfg, ctx.guidance, "given")
+    out = {f"given_boxes/{k}": v for k, v in m._headline_keys(m.compliance_metrics(given, ctx.graph_lists)).items()}
+    if ctx.layout == "sampled":
+        head = m.generate_for_graphs(ctx.generator, ctx.few, ctx.cfg, ctx.guidance, "head")
+        out.update({f"box_head/{k}": v for k, v in
+                    m._headline_keys(m.compliance_metrics(head, ctx.graph_lists[: len(ctx.few)])).items()})
     return out
 
 
-def teleport_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
-    """Share of frame-to-frame moves of the graph's objects (detected in both frames) longer than any move an
-    object of the world can make (sg2video.eval.samples.world_move_limit)."""
-    from sg2video.eval.compliance import object_moves
-    from sg2video.eval.samples import DETECTION_SLACK_PX, world_move_limit
-
-    limit = world_move_limit(int(videos.shape[2]))
-    moved = np.concatenate([object_moves(v.numpy(), g) for v, g in zip(videos, graph_lists)] or [np.zeros(0)])
-    rate = float((moved > limit + DETECTION_SLACK_PX).mean()) if moved.size else math.nan
-    return {"teleport_rate": rate, "teleport_limit_px": limit, "moves_counted": int(moved.size)}
+def control(ctx: EvalContext) -> dict:
+    """The same model with its condition dropped (guidance 0): what conditioning must beat."""
+    if not ctx.is_shapes:
+        return {}
+    videos = m.generate_for_graphs(ctx.generator, ctx.few, ctx.cfg, guidance=0.0, layout=ctx.layout)
+    return {f"control_uncond/{k}": v for k, v in
+            m._headline_keys(m.compliance_metrics(videos, ctx.graph_lists[: len(ctx.few)])).items()}
 
 
-def diversity_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
-                      layout: str, samples: int) -> dict:
-    """`samples` videos of each graph in one call (one seed, different noise per video): the mean distance between
-    where the same object lands in two of them (frame units; 0 = copies), and their mean absolute pixel
-    difference (of 255)."""
-    from sg2video.eval.samples import spread_between
-
-    spreads = []
-    for i, graphs in enumerate(graph_lists):
-        videos = generator.generate([graphs] * samples, sampler=str(cfg.eval.sampler),
-                                    steps=int(cfg.eval.sample_steps), guidance=guidance,
-                                    seed=int(cfg.eval.seed) + 7000 + i, layout=layout).numpy()
-        spreads.append(spread_between(list(videos), graphs))
-    return {"position_spread": _mean_of_finite([s["position_spread"] for s in spreads]),
-            "pixel_difference": _mean_of_finite([s["pixel_difference"] for s in spreads]),
-            "graphs": len(graph_lists), "samples_per_graph": samples}
+def diversity(ctx: EvalContext) -> dict:
+    graphs = int(ctx.cfg.eval.get("diversity_graphs", 0) or 0)
+    if not (ctx.is_shapes and graphs > 0):
+        return {}
+    return {f"diversity/{k}": v for k, v in m.diversity_metrics(
+        ctx.generator, ctx.free[:graphs], ctx.cfg, ctx.guidance, ctx.layout, int(ctx.cfg.eval.diversity_samples)).items()}
 
 
-def _mean_of_finite(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-def manipulation_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
-                         layout: str) -> dict:
-    """SGDiff's semantic manipulation on box-free graphs: change one relation / object, regenerate with the same
-    seed."""
-    from sg2video.eval.manipulation import element_outcomes, manipulate_graph, score_manipulation
-
-    out = {}
-    originals = [list(g) for g in graph_lists]
-    before = generate_for_graphs(generator, originals, cfg, guidance, layout, seed_offset=1000)
-    res_before = [element_outcomes(v.numpy(), g) for v, g in zip(before, originals)]
-    for kind in ("relation", "object"):
-        changed_graphs, changes = [], []
-        for i, graphs in enumerate(originals):
-            new, change = manipulate_graph(graphs, kind, rng=int(cfg.eval.seed) + i, vocab=generator.vocab)
-            changed_graphs.append(new)
-            changes.append(change)
-        after = generate_for_graphs(generator, changed_graphs, cfg, guidance, layout, seed_offset=1000)
-        res_after = [element_outcomes(v.numpy(), g) for v, g in zip(after, changed_graphs)]
-        scores = score_manipulation(res_before, res_after, [c.changed for c in changes], [c.unchanged for c in changes])
-        out.update({f"manipulation_{kind}/{k}": float(v) for k, v in scores.items()})
+def long_videos(ctx: EvalContext) -> dict:
+    """Held-out clips of eval.long_frames frames, box-free, chunk by chunk: per segment, teleports."""
+    frames = int(ctx.cfg.eval.get("long_frames", 0) or 0)
+    if not (ctx.is_shapes and frames > ctx.generator.clip_frames and ctx.generator.prefix_frames > 0
+            and int(ctx.cfg.eval.long_samples) > 0):
+        return {}
+    long_items = m._long_clips(ctx.cfg, frames, int(ctx.cfg.eval.long_samples))
+    graphs = [it["graphs"] for it in long_items]
+    t0 = time.time()
+    videos = m.generate_for_graphs(ctx.generator, m.box_free(graphs), ctx.cfg, ctx.guidance, ctx.layout)
+    out = {"long/seconds_per_video": (time.time() - t0) / len(long_items), "long/frames": frames}
+    out.update({f"long/{k}": v for k, v in m._headline_keys(m.compliance_metrics(videos, graphs)).items()})
+    out.update({f"long/{k}": v for k, v in m.segment_metrics(videos, graphs).items()})
+    out.update({f"long/{k}": v for k, v in m.teleport_metrics(videos, graphs).items()})
     return out
 
 
-def sg_score(encoder_ckpt: Path, videos: torch.Tensor, items: list[dict], gallery: int, device) -> dict:
-    """Retrieval of generated videos against their graphs with the pretrained encoder (and of the real clips)."""
-    from sg2video.data.clips import collate_clips, video_to_model
-    from sg2video.eval.retrieval import retrieval_accuracy
-    from sg2video.stages.encoder import load_pretrainer
-
-    model, _, _ = load_pretrainer(encoder_ckpt, device)
-    model.to(device)
-    batch = collate_clips(items).to(device)
-    with torch.inference_mode():
-        graph_emb = model.embed_clip_graphs(batch.graphs, batch.num_frames).cpu()
-        fake = video_to_model(videos.permute(0, 1, 4, 2, 3)).to(device)
-        _, fake_emb = model.embed_videos(fake)
-        _, real_emb = model.embed_videos(batch.video)
-    size = min(gallery, len(items))
-    fake_scores = retrieval_accuracy(graph_emb, fake_emb.cpu(), gallery=size)
-    real_scores = retrieval_accuracy(graph_emb, real_emb.cpu(), gallery=size)
-    out = {f"sg_score/{k}": v for k, v in fake_scores.items() if k.startswith(("g2v", "v2g"))}
-    out.update({f"sg_score_real/{k}": v for k, v in real_scores.items() if k.startswith(("g2v", "v2g"))})
-    out["sg_score/gallery_size"] = float(size)
-    return out
+def manipulation(ctx: EvalContext) -> dict:
+    count = int(ctx.cfg.eval.get("manipulation_samples", 0) or 0)
+    if not (ctx.is_shapes and count > 0):
+        return {}
+    return m.manipulation_metrics(ctx.generator, ctx.free[:count], ctx.cfg, ctx.guidance, ctx.layout)
 
 
-def fidelity(cfg: DictConfig, encoder_ckpt: Path, videos: torch.Tensor, items: list[dict], device) -> dict:
-    from hydra.utils import to_absolute_path
-
-    from sg2video.eval.fidelity import (EncoderFeatures, LocalI3DFeatures, LocalInceptionFeatures, fidelity_metrics,
-                                        fvd_metrics, temporal_metrics)
-    from sg2video.stages.encoder import load_pretrainer
-
-    real = torch.stack([it["video"].permute(0, 2, 3, 1) for it in items]).numpy()
-    fake = videos.numpy()
-    if cfg.eval.fid_weights:
-        extractor = LocalInceptionFeatures(to_absolute_path(str(cfg.eval.fid_weights)), device=device)
-    else:
-        model, _, _ = load_pretrainer(encoder_ckpt, device)
-        extractor = EncoderFeatures(model.video_encoder.to(device), name=f"sg2video-video-encoder@{encoder_ckpt}",
-                                    device=device)
-    out = fidelity_metrics(real, fake, extractor, kid_subset_size=min(50, len(items) * real.shape[1]))
-    if cfg.eval.fvd_weights:
-        out.update(fvd_metrics(real, fake, LocalI3DFeatures(to_absolute_path(str(cfg.eval.fvd_weights)), device=device)))
-    out.update(temporal_metrics(real, fake))
-    return out
+def sg_score(ctx: EvalContext) -> dict:
+    if not (ctx.encoder_ckpt.exists() and len(ctx.items) >= 2):
+        return {}
+    return m.sg_score(ctx.encoder_ckpt, ctx.videos, ctx.items, int(ctx.cfg.eval.retrieval_gallery), ctx.device)
 
 
-def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict], count: int,
-                  drawn_from: GraphLists | None = None) -> list[dict]:
-    """The first `count` samples as gif/npy + the graph they were drawn from as JSON (with the boxes the layout
-    model sampled; default: the items' own graphs) + a picture of it + the ground truth gif."""
-    drawn_from = drawn_from if drawn_from is not None else [it["graphs"] for it in items]
-    from sg2video.eval.compliance import check_video
-    from sg2video.graph_json import graphs_to_json, write_graph_json
-    from sg2video.video_io import write_gif, write_npy
-    from sg2video.viz import draw_timeline
-
-    out = samples_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in range(min(count, len(items))):
-        stem = out / f"sample_{i:03d}"
-        frames = videos[i].numpy()
-        scale = max(1, 128 // frames.shape[1])
-        write_gif(f"{stem}.gif", frames, scale=scale)
-        write_npy(f"{stem}.npy", frames)
-        write_gif(f"{stem}_gt.gif", items[i]["video"].permute(0, 2, 3, 1).numpy(), scale=scale)
-        write_graph_json(f"{stem}.json", graphs_to_json(vocab, drawn_from[i], items[i].get("source"), every_box=True))
-        draw_timeline(vocab, drawn_from[i], f"{stem}_graph.png")
-        sample = {"gif_path": f"{stem}.gif", "gt_gif_path": f"{stem}_gt.gif", "graph_png_path": f"{stem}_graph.png",
-                  "caption": f"held-out clip {items[i].get('source', {}).get('index', i)}, graph without boxes"}
-        if vocab.objects[0] == "red circle":  # the shapes world: score each sample for the report
-            result = check_video(frames, items[i]["graphs"])
-            sample["metrics"] = {"object_accuracy": result.object_accuracy,
-                                 "relation_accuracy": result.relation_accuracy}
-        written.append(sample)
-    return written
+def fidelity(ctx: EvalContext) -> dict:
+    if not (ctx.encoder_ckpt.exists() and len(ctx.items) >= 2):
+        return {}
+    return {f"fidelity/{k}": v for k, v in m.fidelity(ctx.cfg, ctx.encoder_ckpt, ctx.videos, ctx.items, ctx.device).items()}
 
 
-# -- the stage ---------------------------------------------------------------------------------------
+# The measurements, in the order the stage runs them (the first makes the samples the later ones score).
+MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
+    ("held-out graphs without boxes", headline), ("with given boxes, box head", given_boxes),
+    ("unconditional control", control), ("diversity", diversity), ("long videos", long_videos),
+    ("manipulation", manipulation), ("SG score", sg_score), ("fidelity", fidelity),
+]
+
+
+def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
+    generator = VideoGenerator.from_checkpoint(required_checkpoint(run_dir, "diffusion"), device)
+    dataset = build_dataset(cfg.data, "test")
+    num = min(int(cfg.eval.num_samples), len(dataset))
+    items = dataset.__getitems__(list(range(num)))
+    graph_lists = [it["graphs"] for it in items]
+    free = m.box_free(graph_lists)
+    return EvalContext(cfg, generator, items, graph_lists, free, free[: min(num, int(cfg.eval.control_samples))],
+                       float(cfg.eval.guidance), m.eval_layout(cfg), m.is_shapes_world(dataset.vocab),
+                       stage_checkpoint(run_dir, "encoder"), device)
 
 
 def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | None:
@@ -267,101 +165,38 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
 
     from sg2video.logs import progress_enabled
 
-    ckpt = required_checkpoint(run_dir, "diffusion")
-    encoder_ckpt = stage_checkpoint(run_dir, "encoder")
-    device = info.device
-    generator = VideoGenerator.from_checkpoint(ckpt, device)
-    dataset = build_dataset(cfg.data, "test")
-    num = min(int(cfg.eval.num_samples), len(dataset))
-    items = dataset.__getitems__(list(range(num)))
-    graph_lists = [it["graphs"] for it in items]
-    free = box_free(graph_lists)
-    guidance = float(cfg.eval.guidance)
-    layout = eval_layout(cfg)
-    is_shapes = cfg.data.name == "shapes"
-    few = free[: min(num, int(cfg.eval.control_samples))]
-    metrics: dict = {"num_samples": num, "sampler": str(cfg.eval.sampler), "steps": int(cfg.eval.sample_steps),
-                     "guidance": guidance, "cond": generator.denoiser.cond_mode, "layout": layout,
-                     "graphs": "without boxes"}
-    bar = tqdm(total=9, desc="eval", unit="measurement", disable=not progress_enabled())
-
-    def done(name: str) -> None:
-        bar.set_postfix_str(name, refresh=False)
-        bar.update(1)
-
-    t0 = time.time()
-    videos, drawn_from = generate_for_graphs(generator, free, cfg, guidance, layout, return_graphs=True)
-    metrics["seconds_per_video"] = (time.time() - t0) / max(1, num)
-    if is_shapes:
-        metrics.update(compliance_metrics(videos, graph_lists))
-        metrics.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
-    done("held-out graphs without boxes")
-    if is_shapes and generator.reads_boxes:
-        given = generate_for_graphs(generator, graph_lists, cfg, guidance, "given")
-        metrics.update({f"given_boxes/{k}": v for k, v in _headline_keys(compliance_metrics(given, graph_lists)).items()})
-        if layout == "sampled":
-            head = generate_for_graphs(generator, few, cfg, guidance, "head")
-            metrics.update({f"box_head/{k}": v for k, v in
-                            _headline_keys(compliance_metrics(head, graph_lists[: len(few)])).items()})
-    done("with given boxes, box head")
-    if is_shapes:
-        control = generate_for_graphs(generator, few, cfg, guidance=0.0, layout=layout)
-        metrics.update({f"control_uncond/{k}": v for k, v in
-                        _headline_keys(compliance_metrics(control, graph_lists[: len(few)])).items()})
-    done("unconditional control")
-    graphs_for_diversity = int(cfg.eval.get("diversity_graphs", 0) or 0)
-    if is_shapes and graphs_for_diversity > 0:
-        metrics.update({f"diversity/{k}": v for k, v in diversity_metrics(
-            generator, free[:graphs_for_diversity], cfg, guidance, layout, int(cfg.eval.diversity_samples)).items()})
-    done("diversity")
-    long_frames = int(cfg.eval.get("long_frames", 0) or 0)
-    if (is_shapes and long_frames > generator.clip_frames and generator.prefix_frames > 0
-            and int(cfg.eval.long_samples) > 0):
-        long_items = _long_clips(cfg, long_frames, int(cfg.eval.long_samples))
-        long_graphs = [it["graphs"] for it in long_items]
-        t1 = time.time()
-        long_videos = generate_for_graphs(generator, box_free(long_graphs), cfg, guidance, layout)
-        metrics["long/seconds_per_video"] = (time.time() - t1) / len(long_items)
-        metrics["long/frames"] = long_frames
-        metrics.update({f"long/{k}": v for k, v in _headline_keys(compliance_metrics(long_videos, long_graphs)).items()})
-        metrics.update({f"long/{k}": v for k, v in segment_metrics(long_videos, long_graphs).items()})
-        metrics.update({f"long/{k}": v for k, v in teleport_metrics(long_videos, long_graphs).items()})
-    done("long videos")
-    if is_shapes and int(cfg.eval.get("manipulation_samples", 0) or 0) > 0:
-        metrics.update(manipulation_metrics(generator, free[: int(cfg.eval.manipulation_samples)], cfg, guidance, layout))
-    done("manipulation")
-    if encoder_ckpt.exists() and num >= 2:
-        metrics.update(sg_score(encoder_ckpt, videos, items, int(cfg.eval.retrieval_gallery), device))
-        done("SG score")
-        fid = fidelity(cfg, encoder_ckpt, videos, items, device)
-        metrics.update({f"fidelity/{k}": v for k, v in fid.items()})
-    done("fidelity")
-    samples = write_samples(run_dir, generator.vocab, videos, items, int(cfg.eval.save_samples), drawn_from)
+    ctx = eval_context(cfg, run_dir, info.device)
+    metrics: dict = {"num_samples": len(ctx.items), "sampler": str(cfg.eval.sampler),
+                     "steps": int(cfg.eval.sample_steps), "guidance": ctx.guidance,
+                     "cond": ctx.generator.denoiser.cond_mode, "layout": ctx.layout, "graphs": "without boxes"}
+    with tqdm(total=len(MEASUREMENTS), desc="eval", unit="measurement", disable=not progress_enabled()) as bar:
+        for name, measure in MEASUREMENTS:
+            metrics.update(measure(ctx))
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(1)
+    samples = write_samples(run_dir, ctx.generator.vocab, ctx.videos, ctx.items, int(cfg.eval.save_samples),
+                              ctx.drawn_from, ctx.is_shapes)
     update_metrics(run_dir, "eval", metrics)
     writer = tb_writer(run_dir)
     write_scalars(writer, "eval", metrics, 0)
     writer.close()
     _report(cfg, run_dir, samples)
-    bar.close()
-    if is_shapes:
-        how = f"layout={layout}" if cfg.model.cond == "layout" else f"model.cond={cfg.model.cond}, no layout"
-        line = (f"[eval] {num} held-out graphs without boxes ({how}): object accuracy "
-                f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
-                f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
-                f"{metrics['control_uncond/relation_accuracy']:.3f}); objects kept through the clip "
-                f"{metrics['identity/kept']:.3f}")
-        if "given_boxes/object_accuracy" in metrics:
-            line += (f"; with the data's boxes {metrics['given_boxes/object_accuracy']:.3f} / "
-                     f"{metrics['given_boxes/relation_accuracy']:.3f}")
-        say(line)
+    if ctx.is_shapes:
+        say(headline_line(cfg, metrics))
     return metrics.get("relation_accuracy")
 
 
-def _long_clips(cfg: DictConfig, frames: int, count: int) -> list[dict]:
-    from omegaconf import OmegaConf
-
-    long_cfg = OmegaConf.merge(cfg.data, {"frames": frames})
-    return build_dataset(long_cfg, "test").__getitems__(list(range(count)))
+def headline_line(cfg: DictConfig, metrics: dict) -> str:
+    how = f"layout={metrics['layout']}" if cfg.model.cond == "layout" else f"model.cond={cfg.model.cond}, no layout"
+    line = (f"[eval] {metrics['num_samples']} held-out graphs without boxes ({how}): object accuracy "
+            f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
+            f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
+            f"{metrics['control_uncond/relation_accuracy']:.3f}); objects kept through the clip "
+            f"{metrics['identity/kept']:.3f}")
+    if "given_boxes/object_accuracy" in metrics:
+        line += (f"; with the data's boxes {metrics['given_boxes/object_accuracy']:.3f} / "
+                 f"{metrics['given_boxes/relation_accuracy']:.3f}")
+    return line
 
 
 def _report(cfg: DictConfig, run_dir: Path, samples: list[dict]) -> Path:
