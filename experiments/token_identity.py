@@ -45,7 +45,7 @@ def measure(run_dir: str, clips: int = 400) -> dict:
     graphs = [data[i]["graphs"][0].without_boxes() for i in range(clips)]
     with torch.no_grad():
         cond = encode_condition(encoder, GraphBatch.pack(graphs), clips, 1)
-    mask = cond.obj_mask[:, 0]
+    mask = cond.layout_mask[:, 0]
     tokens, classes = cond.obj_tokens[:, 0][mask], cond.obj_classes[:, 0][mask]
     names = [vocab.objects[int(c)].split(" ", 1) for c in classes]
     colours = torch.tensor([sorted({n[0] for n in names}).index(n[0]) for n in names])

@@ -22,18 +22,18 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from sg2video.autoencoder import FrameAutoencoder  # noqa: E402
-from sg2video.generator import Denoiser, GraphCondition, build_unet  # noqa: E402
+from sg2video.generator import Conditioning, Denoiser, build_unet  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def condition(batch: int, frames: int, objects: int = 4, tokens: int = 10, width: int = 256) -> GraphCondition:
+def condition(batch: int, frames: int, objects: int = 4, tokens: int = 10, width: int = 256) -> Conditioning:
     lo = torch.rand(batch, frames, objects, 2) * 0.5
-    return GraphCondition(
+    return Conditioning(
         tokens=torch.randn(batch, frames, tokens, width), token_mask=torch.ones(batch, frames, tokens, dtype=torch.bool),
         global_vec=torch.randn(batch, frames, width), obj_classes=torch.randint(0, 9, (batch, frames, objects)),
-        obj_tokens=torch.randn(batch, frames, objects, width), boxes=torch.cat((lo, lo + 0.2), -1),
-        obj_mask=torch.ones(batch, frames, objects, dtype=torch.bool))
+        obj_tokens=torch.randn(batch, frames, objects, width), layout_boxes=torch.cat((lo, lo + 0.2), -1),
+        layout_mask=torch.ones(batch, frames, objects, dtype=torch.bool))
 
 
 def step_cost(mode: str, frames: int, latent: bool, batch: int, steps: int) -> float:

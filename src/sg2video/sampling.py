@@ -21,7 +21,7 @@ from sg2video.diffusion import GaussianDiffusion, make_sampler, make_schedule, s
 from sg2video.encoder.graph_encoder import GraphEncoder
 from sg2video.encoder.pretrain import build_pretrainer
 from sg2video.errors import UserError
-from sg2video.generator import Denoiser, GraphCondition, build_unet, encode_condition, repeat_condition
+from sg2video.generator import Conditioning, Denoiser, build_unet, encode_condition, repeat_condition
 from sg2video.graphs import GraphBatch, SceneGraph, Vocab
 from sg2video.layout import LAYOUT_SOURCES
 from sg2video.layout.sampler import LayoutSampler
@@ -95,8 +95,8 @@ class VideoGenerator:
     # -- conditioning --------------------------------------------------------------------------
 
     def condition(self, graph_lists: Sequence[Sequence[SceneGraph]], start: int, end: int,
-                  box_source: str = "graph") -> GraphCondition:
-        """Frames [start, end) of each video's per-frame graphs -> GraphCondition (B, end-start, ...)."""
+                  box_source: str = "graph") -> Conditioning:
+        """Frames [start, end) of each video's per-frame graphs -> their Conditioning (B, end-start, ...)."""
         graphs = [g for frames in graph_lists for g in frames[start:end]]
         batch = GraphBatch.pack(graphs).to(self.device)
         return encode_condition(self.encoder, batch, len(graph_lists), end - start, box_source)

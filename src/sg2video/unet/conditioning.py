@@ -18,7 +18,7 @@ they are ordinary frames whose timestep is 0.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from einops import rearrange
@@ -37,15 +37,71 @@ def check_cond_mode(mode: str) -> str:
 
 @dataclass
 class Conditioning:
-    """Per-frame graph conditioning of a clip batch; any field may be None when the mode does not use it."""
+    """A clip batch's per-frame graph condition, from the frozen encoder to the UNet: the one type both use.
 
-    tokens: torch.Tensor | None = None  # (B, T, L, D_c) local graph tokens, padded
+    Axes: B clips, T frames, L local tokens, K objects, S concat slots, C the condition width (encoder.cond_dim).
+    `sg2video.generator.encode_condition` fills the encoder's part; the trainable `Denoiser` adds `layout_embed`
+    or `slots` (and class keys to `tokens`) with `dataclasses.replace`; the UNet reads what its mode needs. Any
+    field may be None when nothing produced it.
+    """
+
+    tokens: torch.Tensor | None = None  # (B, T, L, C) local graph tokens (triples, then objects), padded
     token_mask: torch.Tensor | None = None  # (B, T, L) bool, True = real token (None: all real)
-    global_vec: torch.Tensor | None = None  # (B, T, D_c) one vector per frame graph
-    layout_boxes: torch.Tensor | None = None  # (B, T, K, 4) x0, y0, x1, y1 in [0, 1]
-    layout_embed: torch.Tensor | None = None  # (B, T, K, D_c) one vector per object
+    global_vec: torch.Tensor | None = None  # (B, T, C) one vector per frame graph
+    obj_classes: torch.Tensor | None = None  # (B, T, K) long: each object's class
+    obj_tokens: torch.Tensor | None = None  # (B, T, K, C) each object's token (zero past the token cap)
+    layout_boxes: torch.Tensor | None = None  # (B, T, K, 4) x0, y0, x1, y1 in [0, 1] (given, predicted or sampled)
     layout_mask: torch.Tensor | None = None  # (B, T, K) bool, True = real object (None: all real)
-    slots: torch.Tensor | None = None  # (B, T, S, D_c) object vectors for concat mode's slots, zero where absent
+    layout_embed: torch.Tensor | None = None  # (B, T, K, C) the vector painted into each object's box (layout mode)
+    slots: torch.Tensor | None = None  # (B, T, S, C) object vectors for concat mode's slots, zero where absent
+    still: torch.Tensor | None = None  # (B, T) bool: frames of image items (co-training), kept apart in time
+
+    def map(self, fn) -> "Conditioning":
+        """Every tensor field through `fn` (None stays None)."""
+        return Conditioning(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                               for f in fields(self)})
+
+    def repeat_batch(self, times: int) -> "Conditioning":
+        return self.map(lambda v: v.repeat(times, *([1] * (v.dim() - 1))))
+
+    def frames(self, start: int, end: int) -> "Conditioning":
+        return self.map(lambda v: v[:, start:end])
+
+    def to(self, device) -> "Conditioning":
+        return self.map(lambda v: v.to(device))
+
+    @staticmethod
+    def cat_frames(parts: list["Conditioning"]) -> "Conditioning":
+        """Concatenate along T, padding L and K to the largest. A field missing from every part stays None;
+        `still` missing from some parts counts as False there; any other field must be in all or none."""
+        out = {}
+        for f in fields(Conditioning):
+            values = [getattr(p, f.name) for p in parts]
+            if all(v is None for v in values):
+                out[f.name] = None
+                continue
+            if any(v is None for v in values):
+                if f.name != "still":
+                    raise ValueError(f"cannot concatenate conditions of which only some have {f.name}")
+                batch, device = parts[0].global_vec.shape[0], parts[0].global_vec.device
+                values = [v if v is not None else torch.zeros(batch, p.global_vec.shape[1], dtype=torch.bool,
+                                                              device=device) for v, p in zip(values, parts)]
+                if not any(v.any() for v in values):
+                    out[f.name] = None
+                    continue
+            if values[0].dim() >= 3:
+                width = max(v.shape[2] for v in values)
+                values = [_pad_dim(v, 2, width) for v in values]
+            out[f.name] = torch.cat(values, dim=1)
+        return Conditioning(**out)
+
+
+def _pad_dim(value: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    if value.shape[dim] == size:
+        return value
+    shape = list(value.shape)
+    shape[dim] = size - value.shape[dim]
+    return torch.cat([value, value.new_zeros(shape)], dim=dim)
 
 
 def _keep(drop: torch.Tensor | None, batch: int, frames: int, device: torch.device) -> torch.Tensor:
