@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sg2video.atomic import copy_atomic, write_text_atomic
 from sg2video.logs import say
-from sg2video.config import config_hash, to_dict, uses_layout_model, validate
+from sg2video.config import config_hash, migrate_renamed_keys, to_dict, uses_layout_model, validate
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
 from sg2video.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 
@@ -193,6 +193,8 @@ def _stage_fn(name: str) -> Callable[[DictConfig, Path, DistInfo], Any]:
 
 def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = say) -> float | None:
     """Run the configured stages; returns the headline metric (for sweepers) when eval ran."""
+    for notice in migrate_renamed_keys(cfg):
+        log(notice)
     validate(cfg)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
