@@ -34,7 +34,7 @@ def measure(run_dir: str, clips: int = 400) -> dict:
     import torch
 
     from sg2video.data.shapes import ShapesDataset
-    from sg2video.generator import encode_condition
+    from sg2video.denoiser import encode_condition
     from sg2video.graphs import GraphBatch
     from sg2video.stages.encoder import load_pretrainer
 

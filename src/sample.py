@@ -65,17 +65,17 @@ def main(cfg: DictConfig) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={cfg.out!r} is a file, not a directory")
     device = pick_device(str(cfg.device))
-    generator = VideoGenerator.from_checkpoint(hydra.utils.to_absolute_path(str(cfg.ckpt)), device)
-    spec = load_graph_json(hydra.utils.to_absolute_path(str(cfg.graph)), generator.vocab, generator.max_objects)
+    video_gen = VideoGenerator.from_checkpoint(hydra.utils.to_absolute_path(str(cfg.ckpt)), device)
+    spec = load_graph_json(hydra.utils.to_absolute_path(str(cfg.graph)), video_gen.vocab, video_gen.max_objects)
     if spec.is_static:
-        frames = int(cfg.frames or generator.clip_frames)
+        frames = int(cfg.frames or video_gen.clip_frames)
     else:
         frames = int(spec.length)
         if cfg.frames is not None and cfg.frames != frames:
             raise ConfigError(f"frames={cfg.frames} but the graph's timeline is {frames} frames long (drop frames=)")
     if frames > cfg.max_frames:
         raise ConfigError(f"{frames} frames asked for; at most max_frames={cfg.max_frames}")
-    plan_chunks(frames, generator.clip_frames, generator.prefix_frames)  # refuses what cannot be made
+    plan_chunks(frames, video_gen.clip_frames, video_gen.prefix_frames)  # refuses what cannot be made
     graphs = spec.frame_graphs(frames)
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(desc="sampling", unit="step", disable=not progress_enabled())
@@ -86,7 +86,7 @@ def main(cfg: DictConfig) -> None:
         bar.refresh()
 
     with torch.inference_mode():
-        videos, drawn_from = generator.generate(
+        videos, drawn_from = video_gen.generate(
             [graphs] * int(cfg.num), sampler=str(cfg.sampler), steps=int(cfg.steps), guidance=float(cfg.guidance),
             eta=float(cfg.eta), seed=int(cfg.seed), layout=str(cfg.boxes), progress=progress, return_graphs=True)
     bar.close()
@@ -95,8 +95,8 @@ def main(cfg: DictConfig) -> None:
         write_mp4(f"{stem}.mp4", video, fps=int(cfg.fps))
         write_gif(f"{stem}.gif", video, fps=int(cfg.fps), scale=max(1, 128 // video.shape[1]))
         write_npy(f"{stem}.npy", video)
-        write_graph_json(f"{stem}.json", graphs_to_json(generator.vocab, drawn_from[i], every_box=True))
-    draw_timeline(generator.vocab, graphs, out / "graph.png")
+        write_graph_json(f"{stem}.json", graphs_to_json(video_gen.vocab, drawn_from[i], every_box=True))
+    draw_timeline(video_gen.vocab, graphs, out / "graph.png")
     print(f"wrote {len(videos)} videos of {frames} frames to {out}")
 
 

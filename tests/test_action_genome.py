@@ -415,7 +415,7 @@ def test_image_items_train_with_temporal_attention_kept_apart(ag_root, tmp_path)
 
     from sg2video.data import build_dataset
     from sg2video.encoder.pretrain import build_pretrainer
-    from sg2video.generator import Denoiser
+    from sg2video.denoiser import Denoiser
     from sg2video.sampling import build_diffusion
     from sg2video.stages.diffusion import DiffusionTask
     from sg2video.unet import build_unet

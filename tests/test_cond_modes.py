@@ -74,7 +74,7 @@ def test_each_mode_gets_its_measured_defaults_and_explicit_settings_win():
 
 
 def test_crossattn_class_tokens_give_every_object_a_key_that_names_its_class():
-    from sg2video.generator import Denoiser, encode_condition
+    from sg2video.denoiser import Denoiser, encode_condition
     from sg2video.encoder.pretrain import build_pretrainer
     from sg2video.graphs import GraphBatch
 
@@ -139,7 +139,7 @@ def test_identity_of_the_worlds_own_clips_is_kept_and_breaks_where_a_clip_breaks
 def _train_tiny(mode: str, steps: int):
     from sg2video.data.clips import collate_clips
     from sg2video.encoder.pretrain import build_pretrainer
-    from sg2video.generator import Denoiser
+    from sg2video.denoiser import Denoiser
     from sg2video.sampling import VideoGenerator, build_diffusion
     from sg2video.stages.diffusion import DiffusionTask
     from sg2video.unet import build_unet

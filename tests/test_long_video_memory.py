@@ -51,7 +51,7 @@ def measure() -> dict:
     from sg2video.data import build_dataset
     from sg2video.diffusion import plan_chunks
     from sg2video.encoder.pretrain import build_pretrainer
-    from sg2video.generator import Denoiser, build_unet
+    from sg2video.denoiser import Denoiser, build_unet
     from sg2video.sampling import VideoGenerator, build_diffusion
 
     torch.set_num_threads(1)

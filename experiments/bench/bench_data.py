@@ -97,7 +97,7 @@ def bench_shapes(args: argparse.Namespace) -> None:
 
 def bench_step(args: argparse.Namespace) -> None:
     from sg2video.encoder.pretrain import build_pretrainer
-    from sg2video.generator import Denoiser, build_unet
+    from sg2video.denoiser import Denoiser, build_unet
     from sg2video.sampling import build_diffusion
     from sg2video.stages.diffusion import DiffusionTask
     from sg2video.train.loop import ema_update

@@ -53,7 +53,7 @@ from sg2video.data import build_dataset  # noqa: E402
 from sg2video.diffusion import plan_chunks  # noqa: E402
 from sg2video.encoder.pretrain import build_pretrainer  # noqa: E402
 from sg2video.errors import UserError  # noqa: E402
-from sg2video.generator import Denoiser, build_unet  # noqa: E402
+from sg2video.denoiser import Denoiser, build_unet  # noqa: E402
 from sg2video.graphs import SceneGraph  # noqa: E402
 from sg2video.sampling import VideoGenerator  # noqa: E402
 from sg2video.train.checkpoint import load_checkpoint  # noqa: E402

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from sg2video.autoencoder import FrameAutoencoder  # noqa: E402
-from sg2video.generator import Conditioning, Denoiser, build_unet  # noqa: E402
+from sg2video.denoiser import Conditioning, Denoiser, build_unet  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

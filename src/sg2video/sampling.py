@@ -21,7 +21,7 @@ from sg2video.diffusion import GaussianDiffusion, make_sampler, make_schedule, s
 from sg2video.encoder.graph_encoder import GraphEncoder
 from sg2video.encoder.pretrain import build_pretrainer
 from sg2video.errors import UserError
-from sg2video.generator import Conditioning, Denoiser, build_unet, encode_condition, repeat_condition
+from sg2video.denoiser import Conditioning, Denoiser, build_unet, encode_condition, repeat_condition
 from sg2video.graphs import GraphBatch, SceneGraph, Vocab
 from sg2video.layout import LAYOUT_SOURCES
 from sg2video.layout.sampler import LayoutSampler

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from sg2video.config import to_dict, uses_layout_model
 from sg2video.data.clips import collate_clips
-from sg2video.generator import Denoiser, build_unet, encode_condition
+from sg2video.denoiser import Denoiser, build_unet, encode_condition
 from sg2video.logs import say
 from sg2video.rundir import add_curve_point, stage_checkpoint
 from sg2video.sampling import VideoGenerator, build_diffusion
@@ -118,10 +118,10 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
             return
         state = {**extra, "stage": "diffusion", "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None}
-        generator = VideoGenerator.from_state(state, device)
+        video_gen = VideoGenerator.from_state(state, device)
         items = data["val"].__getitems__(list(range(min(4, len(data["val"])))))
         box_free = [[g.without_boxes() for g in item["graphs"]] for item in items]  # as people write graphs
-        videos = generator.generate(box_free, steps=int(cfg.diffusion.sample_steps),
+        videos = video_gen.generate(box_free, steps=int(cfg.diffusion.sample_steps),
                                     guidance=float(cfg.diffusion.guidance), seed=0, layout=str(cfg.layout.name))
         real = torch.stack([item["video"] for item in items])  # (B, T, 3, H, W)
         fake = videos.permute(0, 1, 4, 2, 3)
@@ -162,8 +162,8 @@ def _curve_hook(cfg: DictConfig, run_dir: Path, val_data, extra: dict, device):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         state = {**extra, "stage": "diffusion", "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None}
-        generator = VideoGenerator.from_state(state, device)
-        point = {"step": step, **curve_point(generator, graph_lists, cfg, eval_layout(cfg)),
+        video_gen = VideoGenerator.from_state(state, device)
+        point = {"step": step, **curve_point(video_gen, graph_lists, cfg, eval_layout(cfg)),
                  "train_cpu_seconds": cpu0 - start_cpu - spent["cpu"],
                  "train_wall_seconds": wall0 - start_wall - spent["wall"], "graphs": len(graph_lists)}
         add_curve_point(run_dir, point)

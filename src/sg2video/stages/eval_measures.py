@@ -33,13 +33,13 @@ def box_free(graph_lists: GraphLists) -> list[list[SceneGraph]]:
     return [[g.without_boxes() for g in frames] for frames in graph_lists]
 
 
-def generate_for_graphs(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
+def generate_for_graphs(video_gen: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
                         layout: str, seed_offset: int = 0, return_graphs: bool = False):
     """Videos for many graphs, `eval.batch_size` at a time, each batch seeded by its position."""
     videos, used = [], []
     bs = int(cfg.eval.batch_size)
     for start in range(0, len(graph_lists), bs):
-        part, graphs = generator.generate(graph_lists[start : start + bs], sampler=str(cfg.eval.sampler),
+        part, graphs = video_gen.generate(graph_lists[start : start + bs], sampler=str(cfg.eval.sampler),
                                           steps=int(cfg.eval.sample_steps), guidance=guidance,
                                           seed=int(cfg.eval.seed) + seed_offset + start, layout=layout,
                                           return_graphs=True)
@@ -69,10 +69,10 @@ def identity_of(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
     return identity_metrics([v.numpy() for v in videos], graph_lists)
 
 
-def curve_point(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, layout: str) -> dict:
+def curve_point(video_gen: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, layout: str) -> dict:
     """One point of a training curve: the headline compliance and identity of samples of held-out graphs given
     without boxes (the shapes world)."""
-    videos = generate_for_graphs(generator, box_free(graph_lists), cfg, float(cfg.eval.guidance), layout)
+    videos = generate_for_graphs(video_gen, box_free(graph_lists), cfg, float(cfg.eval.guidance), layout)
     out = _headline_keys(compliance_metrics(videos, graph_lists))
     out.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
     return out
@@ -121,7 +121,7 @@ def teleport_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
     return {"teleport_rate": rate, "teleport_limit_px": limit, "moves_counted": int(moved.size)}
 
 
-def diversity_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
+def diversity_metrics(video_gen: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
                       layout: str, samples: int) -> dict:
     """`samples` videos of each graph in one call (one seed, different noise per video): the mean distance between
     where the same object lands in two of them (frame units; 0 = copies), and their mean absolute pixel
@@ -130,7 +130,7 @@ def diversity_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: D
 
     spreads = []
     for i, graphs in enumerate(graph_lists):
-        videos = generator.generate([graphs] * samples, sampler=str(cfg.eval.sampler),
+        videos = video_gen.generate([graphs] * samples, sampler=str(cfg.eval.sampler),
                                     steps=int(cfg.eval.sample_steps), guidance=guidance,
                                     seed=int(cfg.eval.seed) + 7000 + i, layout=layout).numpy()
         spreads.append(spread_between(list(videos), graphs))
@@ -144,7 +144,7 @@ def _mean_of_finite(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def manipulation_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
+def manipulation_metrics(video_gen: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, guidance: float,
                          layout: str) -> dict:
     """SGDiff's semantic manipulation on box-free graphs: change one relation / object, regenerate with the same
     seed."""
@@ -152,15 +152,15 @@ def manipulation_metrics(generator: VideoGenerator, graph_lists: GraphLists, cfg
 
     out = {}
     originals = [list(g) for g in graph_lists]
-    before = generate_for_graphs(generator, originals, cfg, guidance, layout, seed_offset=1000)
+    before = generate_for_graphs(video_gen, originals, cfg, guidance, layout, seed_offset=1000)
     res_before = [element_outcomes(v.numpy(), g) for v, g in zip(before, originals)]
     for kind in ("relation", "object"):
         changed_graphs, changes = [], []
         for i, graphs in enumerate(originals):
-            new, change = manipulate_graph(graphs, kind, rng=int(cfg.eval.seed) + i, vocab=generator.vocab)
+            new, change = manipulate_graph(graphs, kind, rng=int(cfg.eval.seed) + i, vocab=video_gen.vocab)
             changed_graphs.append(new)
             changes.append(change)
-        after = generate_for_graphs(generator, changed_graphs, cfg, guidance, layout, seed_offset=1000)
+        after = generate_for_graphs(video_gen, changed_graphs, cfg, guidance, layout, seed_offset=1000)
         res_after = [element_outcomes(v.numpy(), g) for v, g in zip(after, changed_graphs)]
         scores = score_manipulation(res_before, res_after, [c.changed for c in changes], [c.unchanged for c in changes])
         out.update({f"manipulation_{kind}/{k}": float(v) for k, v in scores.items()})

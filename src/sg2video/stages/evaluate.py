@@ -41,12 +41,12 @@ from sg2video.train.distributed import DistInfo
 
 @dataclass
 class EvalContext:
-    """What every measurement may read: the trained generator, the held-out items and their graphs (as
+    """What every measurement may read: the trained video_gen, the held-out items and their graphs (as
     given, and box-free as people write them), and how the stage samples. `is_shapes` is the one place that
     decides whether the exact checker applies (the shapes world)."""
 
     cfg: DictConfig
-    generator: VideoGenerator
+    video_gen: VideoGenerator
     items: list[dict]
     graph_lists: list
     free: list
@@ -63,7 +63,7 @@ class EvalContext:
 def headline(ctx: EvalContext) -> dict:
     """Box-free samples of the held-out graphs: compliance and identity (top-level keys, what sweeps read)."""
     t0 = time.time()
-    ctx.videos, ctx.drawn_from = m.generate_for_graphs(ctx.generator, ctx.free, ctx.cfg, ctx.guidance, ctx.layout,
+    ctx.videos, ctx.drawn_from = m.generate_for_graphs(ctx.video_gen, ctx.free, ctx.cfg, ctx.guidance, ctx.layout,
                                                        return_graphs=True)
     out = {"seconds_per_video": (time.time() - t0) / max(1, len(ctx.free))}
     if ctx.is_shapes:
@@ -74,12 +74,12 @@ def headline(ctx: EvalContext) -> dict:
 
 def given_boxes(ctx: EvalContext) -> dict:
     """A layout-reading model handed the data's boxes; and the encoder's box head (the sg2im layout)."""
-    if not (ctx.is_shapes and ctx.generator.reads_boxes):
+    if not (ctx.is_shapes and ctx.video_gen.reads_boxes):
         return {}
-    given = m.generate_for_graphs(ctx.generator, ctx.graph_lists, ctx.cfg, ctx.guidance, "given")
+    given = m.generate_for_graphs(ctx.video_gen, ctx.graph_lists, ctx.cfg, ctx.guidance, "given")
     out = {f"given_boxes/{k}": v for k, v in m._headline_keys(m.compliance_metrics(given, ctx.graph_lists)).items()}
     if ctx.layout == "sampled":
-        head = m.generate_for_graphs(ctx.generator, ctx.few, ctx.cfg, ctx.guidance, "head")
+        head = m.generate_for_graphs(ctx.video_gen, ctx.few, ctx.cfg, ctx.guidance, "head")
         out.update({f"box_head/{k}": v for k, v in
                     m._headline_keys(m.compliance_metrics(head, ctx.graph_lists[: len(ctx.few)])).items()})
     return out
@@ -89,7 +89,7 @@ def control(ctx: EvalContext) -> dict:
     """The same model with its condition dropped (guidance 0): what conditioning must beat."""
     if not ctx.is_shapes:
         return {}
-    videos = m.generate_for_graphs(ctx.generator, ctx.few, ctx.cfg, guidance=0.0, layout=ctx.layout)
+    videos = m.generate_for_graphs(ctx.video_gen, ctx.few, ctx.cfg, guidance=0.0, layout=ctx.layout)
     return {f"control_uncond/{k}": v for k, v in
             m._headline_keys(m.compliance_metrics(videos, ctx.graph_lists[: len(ctx.few)])).items()}
 
@@ -99,19 +99,19 @@ def diversity(ctx: EvalContext) -> dict:
     if not (ctx.is_shapes and graphs > 0):
         return {}
     return {f"diversity/{k}": v for k, v in m.diversity_metrics(
-        ctx.generator, ctx.free[:graphs], ctx.cfg, ctx.guidance, ctx.layout, int(ctx.cfg.eval.diversity_samples)).items()}
+        ctx.video_gen, ctx.free[:graphs], ctx.cfg, ctx.guidance, ctx.layout, int(ctx.cfg.eval.diversity_samples)).items()}
 
 
 def long_videos(ctx: EvalContext) -> dict:
     """Held-out clips of eval.long_frames frames, box-free, chunk by chunk: per segment, teleports."""
     frames = int(ctx.cfg.eval.get("long_frames", 0) or 0)
-    if not (ctx.is_shapes and frames > ctx.generator.clip_frames and ctx.generator.prefix_frames > 0
+    if not (ctx.is_shapes and frames > ctx.video_gen.clip_frames and ctx.video_gen.prefix_frames > 0
             and int(ctx.cfg.eval.long_samples) > 0):
         return {}
     long_items = m._long_clips(ctx.cfg, frames, int(ctx.cfg.eval.long_samples))
     graphs = [it["graphs"] for it in long_items]
     t0 = time.time()
-    videos = m.generate_for_graphs(ctx.generator, m.box_free(graphs), ctx.cfg, ctx.guidance, ctx.layout)
+    videos = m.generate_for_graphs(ctx.video_gen, m.box_free(graphs), ctx.cfg, ctx.guidance, ctx.layout)
     out = {"long/seconds_per_video": (time.time() - t0) / len(long_items), "long/frames": frames}
     out.update({f"long/{k}": v for k, v in m._headline_keys(m.compliance_metrics(videos, graphs)).items()})
     out.update({f"long/{k}": v for k, v in m.segment_metrics(videos, graphs).items()})
@@ -123,7 +123,7 @@ def manipulation(ctx: EvalContext) -> dict:
     count = int(ctx.cfg.eval.get("manipulation_samples", 0) or 0)
     if not (ctx.is_shapes and count > 0):
         return {}
-    return m.manipulation_metrics(ctx.generator, ctx.free[:count], ctx.cfg, ctx.guidance, ctx.layout)
+    return m.manipulation_metrics(ctx.video_gen, ctx.free[:count], ctx.cfg, ctx.guidance, ctx.layout)
 
 
 def sg_score(ctx: EvalContext) -> dict:
@@ -147,13 +147,13 @@ MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
 
 
 def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
-    generator = VideoGenerator.from_checkpoint(required_checkpoint(run_dir, "diffusion"), device)
+    video_gen = VideoGenerator.from_checkpoint(required_checkpoint(run_dir, "diffusion"), device)
     dataset = build_dataset(cfg.data, "test")
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))
     graph_lists = [it["graphs"] for it in items]
     free = m.box_free(graph_lists)
-    return EvalContext(cfg, generator, items, graph_lists, free, free[: min(num, int(cfg.eval.control_samples))],
+    return EvalContext(cfg, video_gen, items, graph_lists, free, free[: min(num, int(cfg.eval.control_samples))],
                        float(cfg.eval.guidance), m.eval_layout(cfg), m.is_shapes_world(dataset.vocab),
                        stage_checkpoint(run_dir, "encoder"), device)
 
@@ -168,13 +168,13 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     ctx = eval_context(cfg, run_dir, info.device)
     metrics: dict = {"num_samples": len(ctx.items), "sampler": str(cfg.eval.sampler),
                      "steps": int(cfg.eval.sample_steps), "guidance": ctx.guidance,
-                     "cond": ctx.generator.denoiser.cond_mode, "layout": ctx.layout, "graphs": "without boxes"}
+                     "cond": ctx.video_gen.denoiser.cond_mode, "layout": ctx.layout, "graphs": "without boxes"}
     with tqdm(total=len(MEASUREMENTS), desc="eval", unit="measurement", disable=not progress_enabled()) as bar:
         for name, measure in MEASUREMENTS:
             metrics.update(measure(ctx))
             bar.set_postfix_str(name, refresh=False)
             bar.update(1)
-    samples = write_samples(run_dir, ctx.generator.vocab, ctx.videos, ctx.items, int(cfg.eval.save_samples),
+    samples = write_samples(run_dir, ctx.video_gen.vocab, ctx.videos, ctx.items, int(cfg.eval.save_samples),
                               ctx.drawn_from, ctx.is_shapes)
     update_metrics(run_dir, "eval", metrics)
     writer = tb_writer(run_dir)

@@ -40,7 +40,7 @@ class Conditioning:
     """A clip batch's per-frame graph condition, from the frozen encoder to the UNet: the one type both use.
 
     Axes: B clips, T frames, L local tokens, K objects, S concat slots, C the condition width (encoder.cond_dim).
-    `sg2video.generator.encode_condition` fills the encoder's part; the trainable `Denoiser` adds `layout_embed`
+    `sg2video.denoiser.encode_condition` fills the encoder's part; the trainable `Denoiser` adds `layout_embed`
     or `slots` (and class keys to `tokens`) with `dataclasses.replace`; the UNet reads what its mode needs. Any
     field may be None when nothing produced it.
     """
