@@ -150,14 +150,14 @@ def _train_tiny(mode: str, steps: int):
                         "video": {"embed_dim": 16, "depth": 1, "heads": 1}})
     encoder = build_pretrainer(enc_cfg, data.vocab, 16).graph_encoder.eval().requires_grad_(False)
     model_cfg = OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")
-    model_cfg.merge_with({"dim": 16, "dim_mults": [1, 2], "cond": mode, "temporal_attn_levels": [],
-                          "attn_head_dim": 16})
+    model_cfg.merge_with({"dim": 16, "dim_mults": [1, 2], "cond": mode, "prefix_frames": 0,
+                          "temporal_attn_levels": [], "attn_head_dim": 16})
     diff_cfg = OmegaConf.load(REPO / "conf" / "diffusion" / "default.yaml")
-    diff_cfg.merge_with({"timesteps": 100, "space": "pixel", "prefix_frames": 0})
+    diff_cfg.merge_with({"timesteps": 100, "space": "pixel"})
     denoiser = Denoiser(build_unet(model_cfg, 3, COND_DIM), data.vocab.num_objects, COND_DIM,
                         class_tokens=bool(model_cfg.class_tokens))
     diffusion = build_diffusion(diff_cfg)
-    task = DiffusionTask(denoiser, encoder, None, diffusion, diff_cfg)
+    task = DiffusionTask(denoiser, encoder, None, diffusion, model_cfg, objective_cfg=diff_cfg)
     opt = torch.optim.AdamW(denoiser.parameters(), 2e-3)
     for step in range(steps):
         loss = task.loss(denoiser, collate_clips(data.__getitems__(range(step * 16, step * 16 + 16))), step)["loss"]
@@ -215,24 +215,24 @@ def test_build_unet_reads_exactly_the_net_keys_of_the_model_group():
                                                                    "temporal_buckets", "temporal_max_distance"}
     assert set(NET_KEYS.values()) == args
     group = set(OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")) - {"defaults"}
-    read_elsewhere = {"name", "class_tokens", "prefix_frames", "cfg_dropout", "prefix_dropout"}  # the last 3: old names
+    read_elsewhere = {"name", "class_tokens", "prefix_frames", "cfg_dropout", "prefix_dropout"}  # the last 2: old names
     assert group == set(NET_KEYS) | read_elsewhere
 
 
 def test_the_objective_keys_moved_to_diffusion_and_the_old_names_still_work_with_a_notice(tmp_path):
-    """model.prefix_frames / model.cfg_dropout / model.prefix_dropout are diffusion.prefix_frames /
-    diffusion.cond_dropout / diffusion.prefix_dropout; the old names are copied over with one notice line each."""
+    """model.cfg_dropout / model.prefix_dropout are diffusion.cond_dropout / diffusion.prefix_dropout; the old
+    names are copied over with one notice line each (model.prefix_frames keeps its name: a contract key)."""
     from test_pipeline import SMOKE, compose_cfg, run_cli
 
     from sg2video.config import migrate_renamed_keys, validate
 
-    cfg = compose_cfg(SMOKE + ["model.prefix_frames=2", "model.cfg_dropout=0.3"])
+    cfg = compose_cfg(SMOKE + ["model.prefix_dropout=0.4", "model.cfg_dropout=0.3"])
     notices = migrate_renamed_keys(cfg)
-    assert notices == ["notice: model.prefix_frames is now diffusion.prefix_frames (model.prefix_frames=2 was used "
-                       "as diffusion.prefix_frames=2; the old name goes in the next release)",
-                       "notice: model.cfg_dropout is now diffusion.cond_dropout (model.cfg_dropout=0.3 was used as "
-                       "diffusion.cond_dropout=0.3; the old name goes in the next release)"]
-    assert cfg.diffusion.prefix_frames == 2 and cfg.diffusion.cond_dropout == 0.3 and cfg.model.prefix_frames is None
+    assert notices == ["notice: model.cfg_dropout is now diffusion.cond_dropout (model.cfg_dropout=0.3 was used as "
+                       "diffusion.cond_dropout=0.3; the old name goes in the next release)",
+                       "notice: model.prefix_dropout is now diffusion.prefix_dropout (model.prefix_dropout=0.4 was "
+                       "used as diffusion.prefix_dropout=0.4; the old name goes in the next release)"]
+    assert cfg.diffusion.prefix_dropout == 0.4 and cfg.diffusion.cond_dropout == 0.3 and cfg.model.cfg_dropout is None
     validate(cfg)
     run = tmp_path / "run"
     done = run_cli("run.py", *SMOKE, f"hydra.run.dir={run}", "cache_dir=null", "stage=encoder", "model.prefix_dropout=0.5")

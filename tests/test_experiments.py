@@ -35,7 +35,7 @@ ABLATIONS = {
     "ablate_gcn": ("encoder", ["gcn", "gcn_sum", "gcn_deep", "onehot"], lambda c: c.encoder.name),
     "ablate_losses": ("encoder.loss", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.1)],
                       lambda c: (c.encoder.loss.contrastive, c.encoder.loss.masked)),
-    "ablate_prefix": ("diffusion.prefix_frames", [0, 2, 4], lambda c: c.diffusion.prefix_frames),
+    "ablate_prefix": ("model.prefix_frames", [0, 2, 4], lambda c: c.model.prefix_frames),
 }
 
 

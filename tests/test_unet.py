@@ -101,8 +101,7 @@ def test_bad_config_values_name_value_and_accepted():
 
 def test_model_config_builds_the_configured_net():
     cfg = OmegaConf.load(CONF)
-    assert cfg.cond in COND_MODES and cfg.get("prefix_frames") is None  # moved to the diffusion group (issue 18)
-    assert OmegaConf.load(CONF.parents[1] / "diffusion" / "default.yaml").get("prefix_frames") is not None
+    assert cfg.cond in COND_MODES and cfg.get("prefix_frames") is not None
     cfg.dim, cfg.dim_mults, cfg.temporal_attn_levels = 8, [1, 2, 4, 4], [3]  # shrink, and reach level 3
     cfg.num_res_blocks, cfg.spatial_attn_levels = 2, [3]
     model = build_unet(cfg, in_channels=4, cond_dim=COND_DIM)

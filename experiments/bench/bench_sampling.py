@@ -166,7 +166,7 @@ def bench_speed(generator: VideoGenerator, state: dict, args: argparse.Namespace
     timed_generate(generator, graph_lists(state, warm), "ddim", 2, args.guidance)  # warm-up: every chunk shape
     for frames in lengths:
         if frames > generator.clip_frames and not generator.prefix_frames:
-            print(f"{frames} frames: skipped (diffusion.prefix_frames=0: the model cannot continue a video)")
+            print(f"{frames} frames: skipped (model.prefix_frames=0: the model cannot continue a video)")
             continue
         graphs = graph_lists(state, frames)
         chunks = len(plan_chunks(frames, generator.clip_frames, generator.prefix_frames))

@@ -75,8 +75,7 @@ def validate_data(cfg: DictConfig) -> None:
 
 
 # keys that moved (old -> new): the old names still work for this release, copied over with a notice
-RENAMED_KEYS = (("model.prefix_frames", "diffusion.prefix_frames"), ("model.cfg_dropout", "diffusion.cond_dropout"),
-                ("model.prefix_dropout", "diffusion.prefix_dropout"))
+RENAMED_KEYS = (("model.cfg_dropout", "diffusion.cond_dropout"), ("model.prefix_dropout", "diffusion.prefix_dropout"))
 
 
 def migrate_renamed_keys(cfg: DictConfig) -> list[str]:
@@ -93,11 +92,6 @@ def migrate_renamed_keys(cfg: DictConfig) -> list[str]:
     return notices
 
 
-def prefix_key(cfg: DictConfig) -> str:
-    """The name the person gave the prefix length by (for messages), before migration."""
-    return "model.prefix_frames" if OmegaConf.select(cfg, "model.prefix_frames") is not None else "diffusion.prefix_frames"
-
-
 def validate(cfg: DictConfig) -> None:
     """Refuse bad user-set values of src/run.py's config before anything runs or is written: every key's type
     (the structured configs of sg2video.schema, already at composition), range and accepted names
@@ -108,11 +102,10 @@ def validate(cfg: DictConfig) -> None:
     validate_data(cfg)
     check_device(cfg.device)
     frames = int(cfg.data.frames)
-    given_as = prefix_key(cfg)
     migrate_renamed_keys(cfg)
-    prefix = int(cfg.diffusion.prefix_frames)
+    prefix = int(cfg.model.prefix_frames)
     if prefix >= frames:
-        raise ConfigError(f"{given_as}={prefix!r} must be an integer in [0, data.frames) = [0, {frames})")
+        raise ConfigError(f"model.prefix_frames={prefix!r} must be an integer in [0, data.frames) = [0, {frames})")
     if cfg.data.name == "gif_folder" and cfg.model.cond != "none":
         raise ConfigError(f"data=gif_folder has no scene graphs: it needs model.cond=none (got model.cond={cfg.model.cond})")
     levels = len(cfg.model.dim_mults)

@@ -88,7 +88,7 @@ class VideoGenerator:
         if state.get("layout") is not None:
             layout = LayoutSampler.from_state(state["layout"], encoder, vocab, int(enc_cfg.cond_dim), device)
         return cls(denoiser, encoder, diffusion, vocab, clip_frames=int(state["clip_frames"]),
-                   prefix_frames=_prefix_frames(state), size=int(state["image_size"]),
+                   prefix_frames=int(model_cfg.prefix_frames), size=int(state["image_size"]),
                    channels=int(state["channels"]), latent_size=int(state["latent_size"]),
                    autoencoder=autoencoder, max_objects=state.get("max_objects"), device=device, layout=layout)
 
@@ -170,10 +170,3 @@ class VideoGenerator:
             out[:, start : start + self.clip_frames] = ((rearrange(part, "b c t h w -> b t h w c") + 1) * 127.5).round()
         return out
 
-
-def _prefix_frames(state: dict) -> int:
-    """The checkpoint's prefix length: diffusion.prefix_frames, or model.prefix_frames in older checkpoints."""
-    value = (state.get("diffusion_config") or {}).get("prefix_frames")
-    if value is None:
-        value = (state.get("model_config") or {}).get("prefix_frames", 0)
-    return int(value)

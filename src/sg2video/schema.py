@@ -202,7 +202,7 @@ class EncoderSchema:
 class ModelSchema:
     name: str = key(choices=("unet",))
     cond: str = key(choices=COND_MODES)
-    prefix_frames: Optional[int] = key(ge=0)  # moved to diffusion (sg2video.config.RENAMED_KEYS)
+    prefix_frames: int = key(ge=0)
     dim: int = key(ge=1)
     dim_mults: List[int] = key(ge=1, each=True)
     num_res_blocks: int = key(ge=1)
@@ -232,7 +232,6 @@ class DiffusionSchema:
     sample_steps: int = key(ge=1)
     eta: float = key(ge=0.0, le=1.0)
     guidance: float = key(ge=0.0)
-    prefix_frames: int = key(ge=0)
     cond_dropout: float = key(ge=0.0, le=1.0)
     prefix_dropout: float = key(ge=0.0, le=1.0)
 

@@ -72,7 +72,7 @@ _SUMMARY_KEYS = (
     "data.name", "data.size", "data.frames", "data.min_objects", "data.max_objects",
     "encoder.name", "encoder.use_gcn", "encoder.layers", "encoder.dim", "encoder.pooling",
     "encoder.loss.contrastive", "encoder.loss.masked", "encoder.loss.box",
-    "model.cond", "diffusion.prefix_frames", "model.dim", "model.dim_mults",
+    "model.cond", "model.prefix_frames", "model.dim", "model.dim_mults",
     "diffusion.space", "diffusion.timesteps", "diffusion.schedule", "diffusion.parameterization",
     "diffusion.loss", "diffusion.sampler", "diffusion.sample_steps", "diffusion.guidance",
     "train.max_steps", "train.batch_size", "train.lr", "train.precision", "train.seed",

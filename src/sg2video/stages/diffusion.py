@@ -22,12 +22,14 @@ from sg2video.train.loop import Hook, fit
 class DiffusionTask:
     """Loss of one batch: encode graphs (frozen), encode frames to latents (frozen, latent space), denoise."""
 
-    def __init__(self, denoiser, encoder, autoencoder, diffusion, objective_cfg: DictConfig, box_source: str = "graph"):
-        """objective_cfg: the `diffusion` group (prefix_frames, cond_dropout, prefix_dropout); a config with the
-        keys' old names (the `model` group's prefix_frames, cfg_dropout) is read too."""
+    def __init__(self, denoiser, encoder, autoencoder, diffusion, model_cfg: DictConfig, box_source: str = "graph",
+                 objective_cfg: DictConfig | None = None):
+        """model_cfg: the `model` group (prefix_frames); objective_cfg: the `diffusion` group (cond_dropout,
+        prefix_dropout; without it, or for keys it lacks, model_cfg's old names cfg_dropout / prefix_dropout)."""
         self.model = denoiser
         self.encoder, self.autoencoder, self.diffusion = encoder, autoencoder, diffusion
-        self.prefix_frames, self.cond_dropout, self.prefix_dropout = objective_settings(objective_cfg)
+        self.prefix_frames = int(model_cfg.prefix_frames)
+        self.cond_dropout, self.prefix_dropout = objective_settings(objective_cfg, model_cfg)
         self.box_source = box_source
 
     def loss(self, model, batch, step):
@@ -45,21 +47,20 @@ class DiffusionTask:
         return {k: v for k, v in terms.items() if v.dim() == 0}
 
 
-# the objective's keys where a config lacks them (the defaults of conf/diffusion/default.yaml)
-OBJECTIVE_DEFAULTS = {"prefix_frames": 1, "cond_dropout": 0.1, "prefix_dropout": 0.2}
+# the objective's keys where no config gives them (the defaults of conf/diffusion/default.yaml)
+OBJECTIVE_DEFAULTS = {"cond_dropout": 0.1, "prefix_dropout": 0.2}
 
 
-def objective_settings(cfg) -> tuple[int, float, float]:
-    """(prefix_frames, cond_dropout, prefix_dropout) from a config holding them, by new or old name."""
-    def read(name: str, old: str):
-        for key in (name, old):
+def objective_settings(objective_cfg, model_cfg=None) -> tuple[float, float]:
+    """(cond_dropout, prefix_dropout): the diffusion group's keys, else the model group's old names."""
+    def read(name: str, old: str) -> float:
+        for cfg, key in ((objective_cfg, name), (model_cfg, old)):
             value = cfg.get(key) if cfg is not None else None
             if value is not None:
-                return value
+                return float(value)
         return OBJECTIVE_DEFAULTS[name]
 
-    return (int(read("prefix_frames", "prefix_frames")), float(read("cond_dropout", "cfg_dropout")),
-            float(read("prefix_dropout", "prefix_dropout")))
+    return read("cond_dropout", "cfg_dropout"), read("prefix_dropout", "prefix_dropout")
 
 
 def _load_autoencoder(cfg: DictConfig, run_dir: Path, device):
@@ -131,7 +132,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     if int(cfg.eval.curve_every) > 0 and cfg.data.name == "shapes" and info.is_main:
         hooks.append(Hook(int(cfg.eval.curve_every), _curve_hook(cfg, run_dir, data["val"], extra, device)))
     result = fit(
-        DiffusionTask(denoiser, encoder, autoencoder, diffusion, cfg.diffusion),
+        DiffusionTask(denoiser, encoder, autoencoder, diffusion, cfg.model, objective_cfg=cfg.diffusion),
         data["train"],
         collate_clips,
         stage_loop_config(cfg, None),

@@ -17,7 +17,7 @@ SEED_KEY = "train.seed"
 # overrides that say where a job writes or runs, not what it is: never an arm's identity
 PLACEMENT_KEYS = ("cache_dir", "run_dir", "device")
 # (column, metrics.json section, key), the eval stage's and encoder stage's names; a column is shown when at
-# least one job has the value (fidelity needs eval.num_samples >= 2, long timelines diffusion.prefix_frames > 0)
+# least one job has the value (fidelity needs eval.num_samples >= 2, long timelines model.prefix_frames > 0)
 METRICS = (
     ("object acc", "eval", "object_accuracy"),
     ("relation acc", "eval", "relation_accuracy"),

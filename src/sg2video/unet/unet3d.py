@@ -243,7 +243,7 @@ class UNet3D(nn.Module):
 
 
 # model.<key> -> UNet3D argument: every key of the `model` group the net reads. The rest of the group
-# (class_tokens, name; the old names prefix_frames, cfg_dropout, prefix_dropout of keys now in diffusion) have
+# (prefix_frames, class_tokens, name; cfg_dropout, prefix_dropout: old names of keys now in diffusion) have
 # other readers; a key added to the net is added here too (tests/test_unet.py checks both sides).
 NET_KEYS = {
     "dim": "dim", "dim_mults": "dim_mults", "num_res_blocks": "num_res_blocks",
