@@ -23,6 +23,8 @@ METRICS = (
     ("relation acc", "eval", "relation_accuracy"),
     ("uncond object acc", "eval", "control_uncond/object_accuracy"),
     ("uncond relation acc", "eval", "control_uncond/relation_accuracy"),
+    ("relation acc, both objects detected", "eval", "relation_accuracy_detected"),
+    ("kept through the clip", "eval", "identity/kept"),
     ("colour acc", "eval", "colour_accuracy"),
     ("uncond colour acc", "eval", "control_uncond/colour_accuracy"),
     ("predicted-layout relation acc", "eval", "predicted_layout/relation_accuracy"),
