@@ -28,7 +28,7 @@ def check_settings(cfg: DictConfig) -> None:
     from sg2video.config import check_device
     from sg2video.schema import check_ranges
 
-    for key, what in (("ckpt", "checkpoints/diffusion/last.pt of a run"), ("graph", "a graph JSON file")):
+    for key, what in (("ckpt", "checkpoints/diffusion/last.pt (or sg2im/last.pt) of a run"), ("graph", "a graph JSON file")):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is not set (python src/sample.py ckpt=RUN_DIR/checkpoints/diffusion/last.pt "
                               f"graph=FILE.json; {key}: {what})")
@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> None:
     from sg2video.diffusion import plan_chunks
     from sg2video.graph_json import graphs_to_json, load_graph_json, write_graph_json
     from sg2video.logs import progress_enabled
-    from sg2video.sampling import VideoGenerator
+    from sg2video.sampling import load_video_generator
     from sg2video.train.distributed import pick_device
     from sg2video.video_io import write_gif, write_mp4, write_npy
     from sg2video.viz import draw_timeline
@@ -65,7 +65,7 @@ def main(cfg: DictConfig) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={cfg.out!r} is a file, not a directory")
     device = pick_device(str(cfg.device))
-    video_gen = VideoGenerator.from_checkpoint(hydra.utils.to_absolute_path(str(cfg.ckpt)), device)
+    video_gen = load_video_generator(hydra.utils.to_absolute_path(str(cfg.ckpt)), device)
     spec = load_graph_json(hydra.utils.to_absolute_path(str(cfg.graph)), video_gen.vocab, video_gen.max_objects)
     if spec.is_static:
         frames = int(cfg.frames or video_gen.clip_frames)
@@ -75,7 +75,8 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError(f"frames={cfg.frames} but the graph's timeline is {frames} frames long (drop frames=)")
     if frames > cfg.max_frames:
         raise ConfigError(f"{frames} frames asked for; at most max_frames={cfg.max_frames}")
-    plan_chunks(frames, video_gen.clip_frames, video_gen.prefix_frames)  # refuses what cannot be made
+    if video_gen.chunked:  # refuses what cannot be made (sg2im makes any length in one pass)
+        plan_chunks(frames, video_gen.clip_frames, video_gen.prefix_frames)
     graphs = spec.frame_graphs(frames)
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(desc="sampling", unit="step", disable=not progress_enabled())

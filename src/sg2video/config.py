@@ -21,6 +21,17 @@ def uses_layout_model(cfg: DictConfig) -> bool:
     return cfg.model.cond == "layout" and cfg.layout.name == "sampled"
 
 
+def generator_stage(cfg: DictConfig) -> str:
+    """The stage that trains the video generator: `diffusion` (model=unet) or `sg2im` (model=sg2im); its
+    checkpoint, checkpoints/<stage>/last.pt, is what the eval stage and src/sample.py load."""
+    return "sg2im" if cfg.model.name == "sg2im" else "diffusion"
+
+
+def uses_autoencoder(cfg: DictConfig) -> bool:
+    """Latent diffusion needs the frame autoencoder; sg2im draws pixels, whatever diffusion.space says."""
+    return cfg.diffusion.space == "latent" and generator_stage(cfg) == "diffusion"
+
+
 def register_resolvers() -> None:
     """What composing conf/ needs: the `${pid:}` resolver (the process id, so two runs started in the same second
     get different directories) and the structured-config schemas in Hydra's ConfigStore (sg2video.schema)."""
@@ -108,6 +119,25 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.prefix_frames={prefix!r} must be an integer in [0, data.frames) = [0, {frames})")
     if cfg.data.name == "gif_folder" and cfg.model.cond != "none":
         raise ConfigError(f"data=gif_folder has no scene graphs: it needs model.cond=none (got model.cond={cfg.model.cond})")
+    if cfg.model.name == "sg2im":
+        _validate_sg2im(cfg)
+    else:
+        _validate_unet(cfg)
+    for steps_key, total_key in (("diffusion.sample_steps", "diffusion.timesteps"), ("eval.sample_steps", "diffusion.timesteps")):
+        steps, total = OmegaConf.select(cfg, steps_key), OmegaConf.select(cfg, total_key)
+        if steps > total:
+            raise ConfigError(f"{steps_key}={steps} is more than {total_key}={total}")
+    _validate_files_and_batches(cfg)
+
+
+def _validate_sg2im(cfg: DictConfig) -> None:
+    size, levels = int(cfg.data.size), len(cfg.model.crn_dims)
+    if levels < 1 or size % 2 ** (levels - 1):
+        raise ConfigError(f"model.crn_dims has {levels} modules at doubling resolutions ending at data.size={size}: "
+                          f"data.size must be a multiple of 2^{max(levels - 1, 0)} (use fewer modules)")
+
+
+def _validate_unet(cfg: DictConfig) -> None:
     levels = len(cfg.model.dim_mults)
     for name in ("spatial_attn_levels", "temporal_attn_levels"):
         bad = [i for i in (cfg.model[name] or []) if i >= levels]
@@ -116,10 +146,9 @@ def validate(cfg: DictConfig) -> None:
                               "(one per model.dim_mults entry)")
     if cfg.model.cond == "crossattn" and cfg.model.spatial_attn_levels is not None and not cfg.model.spatial_attn_levels:
         raise ConfigError("model.cond=crossattn needs spatial attention somewhere: set model.spatial_attn_levels")
-    for steps_key, total_key in (("diffusion.sample_steps", "diffusion.timesteps"), ("eval.sample_steps", "diffusion.timesteps")):
-        steps, total = OmegaConf.select(cfg, steps_key), OmegaConf.select(cfg, total_key)
-        if steps > total:
-            raise ConfigError(f"{steps_key}={steps} is more than {total_key}={total}")
+
+
+def _validate_files_and_batches(cfg: DictConfig) -> None:
     from hydra.utils import to_absolute_path
 
     for name, holds in (("fid_weights", "an inception_v3 state dict"), ("fvd_weights", "cd-fvd's I3D state dict")):

@@ -20,14 +20,20 @@ from sg2video.unet.conditioning import Conditioning, _pad_dim
 from sg2video.unet.unet3d import UNet3D, build_unet
 
 
-@torch.no_grad()
 def encode_condition(encoder: GraphEncoder, graphs: GraphBatch, batch: int, frames: int,
-                     box_source: str = "graph") -> Conditioning:
+                     box_source: str = "graph", grad: bool = False) -> Conditioning:
     """Packed frame graphs (b-major, B*T of them) -> per-frame Conditioning (the encoder's fields).
 
     box_source: `graph` uses each object's given box and the box head's where it has none;
-    `predicted` always uses the box head's.
+    `predicted` always uses the box head's. grad: keep the graph for backpropagation into the encoder (a model
+    that trains its encoder jointly, e.g. model=sg2im with model.train_encoder); by default the encoder is frozen.
     """
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return _encode_condition(encoder, graphs, batch, frames, box_source)
+
+
+def _encode_condition(encoder: GraphEncoder, graphs: GraphBatch, batch: int, frames: int,
+                      box_source: str) -> Conditioning:
     assert graphs.num_graphs == batch * frames, "B*T frame graphs expected"
     enc = encoder(graphs)
     G = graphs.num_graphs

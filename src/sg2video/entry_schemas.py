@@ -12,7 +12,7 @@ from sg2video.diffusion.samplers import SAMPLER_NAMES
 from sg2video.layout import LAYOUT_SOURCES
 from sg2video.schema_fields import key
 
-STAGES = ("all", "autoencoder", "encoder", "layout", "diffusion", "eval")
+STAGES = ("all", "autoencoder", "encoder", "layout", "diffusion", "sg2im", "eval")
 
 
 @dataclass

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sg2video.atomic import copy_atomic, write_text_atomic
 from sg2video.logs import say
-from sg2video.config import config_hash, migrate_renamed_keys, to_dict, uses_layout_model, validate
+from sg2video.config import (config_hash, generator_stage, migrate_renamed_keys, to_dict, uses_autoencoder,
+                             uses_layout_model, validate)
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
 from sg2video.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 
@@ -38,10 +39,10 @@ def run_dir_of(cfg: DictConfig) -> Path:
 def stage_plan(cfg: DictConfig) -> list[str]:
     if cfg.stage != "all":
         return [cfg.stage]
-    plan = ["encoder", "diffusion", "eval"]
+    plan = ["encoder", generator_stage(cfg), "eval"]
     if uses_layout_model(cfg):
         plan.insert(1, "layout")
-    if cfg.diffusion.space == "latent":
+    if uses_autoencoder(cfg):
         plan.insert(0, "autoencoder")
     return plan
 
@@ -176,6 +177,10 @@ def _stage_fn(name: str) -> Callable[[DictConfig, Path, DistInfo], Any]:
         from sg2video.stages.diffusion import run_diffusion_stage
 
         return run_diffusion_stage
+    if name == "sg2im":
+        from sg2video.stages.sg2im import run_sg2im_stage
+
+        return run_sg2im_stage
     if name == "eval":
         from sg2video.stages.evaluate import run_eval_stage
 

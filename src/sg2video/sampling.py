@@ -36,6 +36,52 @@ def build_diffusion(diffusion_cfg: Any) -> GaussianDiffusion:
                              loss=str(diffusion_cfg.loss), snr_weighting=diffusion_cfg.get("snr_weighting"))
 
 
+def fill_layouts(graph_lists: Sequence[Sequence[SceneGraph]], layout: str, reads_boxes: bool,
+                 sampler: LayoutSampler | None, generator: torch.Generator | None) -> list[list[SceneGraph]]:
+    """The graphs a generator will see: for `layout=sampled`, every missing box drawn by the layout model."""
+    if layout not in LAYOUT_SOURCES:
+        raise UserError(f"layout={layout!r} is not accepted (accepted: {', '.join(LAYOUT_SOURCES)})")
+    graph_lists = [list(frames) for frames in graph_lists]
+    if layout != "sampled" or not reads_boxes:
+        return graph_lists
+    if all(g.all_boxes_given for frames in graph_lists for g in frames):
+        return graph_lists
+    if sampler is None:
+        raise UserError("this checkpoint has no layout model (it was trained with layout=given or layout=head): "
+                        "give every object a box, or use layout=head (the box head)")
+    return sampler.fill(graph_lists, generator)
+
+
+def load_video_generator(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
+    """The generator of a run from its checkpoint alone: checkpoints/diffusion/last.pt (a `VideoGenerator`) or
+    checkpoints/sg2im/last.pt (an `Sg2imVideoGenerator`); both have the same `generate`."""
+    state = load_checkpoint(path, "cpu")
+    if state.get("stage") not in ("diffusion", "sg2im"):
+        raise CheckpointError(f"{path}: a {state.get('stage')!r} checkpoint, not a generator's (use "
+                              "checkpoints/diffusion/last.pt or checkpoints/sg2im/last.pt of a run)")
+    return generator_from_state(state, device, use_ema)
+
+
+def generator_from_state(state: dict, device: str | torch.device = "cpu", use_ema: bool = True):
+    if state.get("stage") == "sg2im":
+        return Sg2imVideoGenerator.from_state(state, device, use_ema)
+    return VideoGenerator.from_state(state, device, use_ema)
+
+
+def _frozen_encoder(state: dict) -> tuple[GraphEncoder, Vocab, Any]:
+    """The checkpoint's frozen graph encoder (what the layout model was trained on), its vocab and config."""
+    vocab = Vocab.from_dict(state["vocab"])
+    enc_cfg = OmegaConf.create(state["encoder_config"])
+    encoder = build_pretrainer(enc_cfg, vocab, int(state["image_size"])).graph_encoder
+    encoder.load_state_dict(state["graph_encoder"])
+    return encoder, vocab, enc_cfg
+
+
+def _to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3) on the CPU."""
+    return ((rearrange(video.clamp(-1, 1).cpu(), "b c t h w -> b t h w c") + 1) * 127.5).round().to(torch.uint8)
+
+
 class VideoGenerator:
     """Frozen encoder + denoiser (+ autoencoder in latent space) + diffusion: graphs in, uint8 videos out."""
 
@@ -65,11 +111,7 @@ class VideoGenerator:
 
     @classmethod
     def from_state(cls, state: dict, device: str | torch.device = "cpu", use_ema: bool = True) -> "VideoGenerator":
-        vocab = Vocab.from_dict(state["vocab"])
-        enc_cfg = OmegaConf.create(state["encoder_config"])
-        pretrainer = build_pretrainer(enc_cfg, vocab, int(state["image_size"]))
-        encoder = pretrainer.graph_encoder
-        encoder.load_state_dict(state["graph_encoder"])
+        encoder, vocab, enc_cfg = _frozen_encoder(state)
         model_cfg = OmegaConf.create(state["model_config"])
         if "coords" not in model_cfg:  # written before model.coords existed: it had none
             model_cfg.coords = False
@@ -103,24 +145,24 @@ class VideoGenerator:
 
     # -- sampling ------------------------------------------------------------------------------
 
+    chunked = True  # videos longer than a clip are made chunk by chunk, each continuing the last prefix_frames
+
+    @property
+    def cond_mode(self) -> str:
+        return self.denoiser.cond_mode
+
     @property
     def reads_boxes(self) -> bool:
         return self.denoiser.cond_mode == "layout"
 
+    @property
+    def makes_long_videos(self) -> bool:
+        return self.prefix_frames > 0
+
     def with_layouts(self, graph_lists: Sequence[Sequence[SceneGraph]], layout: str,
                      generator: torch.Generator | None) -> list[list[SceneGraph]]:
         """The graphs the denoiser will see: for `layout=sampled`, every missing box drawn by the layout model."""
-        if layout not in LAYOUT_SOURCES:
-            raise UserError(f"layout={layout!r} is not accepted (accepted: {', '.join(LAYOUT_SOURCES)})")
-        graph_lists = [list(frames) for frames in graph_lists]
-        if layout != "sampled" or not self.reads_boxes:
-            return graph_lists
-        if all(g.all_boxes_given for frames in graph_lists for g in frames):
-            return graph_lists
-        if self.layout is None:
-            raise UserError("this checkpoint has no layout model (it was trained with layout=given or layout=head): "
-                            "give every object a box, or use layout=head (the encoder's box head)")
-        return self.layout.fill(graph_lists, generator)
+        return fill_layouts(graph_lists, layout, self.reads_boxes, self.layout, generator)
 
     @torch.no_grad()
     def generate(self, graph_lists: Sequence[Sequence[SceneGraph]], sampler: str = "ddim", steps: int = 50,
@@ -170,3 +212,69 @@ class VideoGenerator:
             out[:, start : start + self.clip_frames] = ((rearrange(part, "b c t h w -> b t h w c") + 1) * 127.5).round()
         return out
 
+
+
+class Sg2imVideoGenerator:
+    """A trained sg2im generator (model=sg2im): graphs in, uint8 videos out, with VideoGenerator's `generate`.
+
+    Boxes (`layout=`): `sampled` keeps the graph's boxes and draws the others with the layout model the checkpoint
+    carries; `given` keeps the graph's and predicts the others with sg2im's box head; `head` predicts every box
+    (the paper's pipeline). A timeline of any length is made in one pass (the CRN's temporal convolutions slide
+    along it). `guidance` has no meaning for a GAN, except 0: the condition dropped, an empty layout (the
+    eval stage's unconditional control). `sampler`, `steps` and `eta` are not read.
+    """
+
+    cond_mode = "layout"
+    reads_boxes = True
+    chunked = False
+    makes_long_videos = True
+    prefix_frames = 0
+
+    def __init__(self, generator, vocab: Vocab, clip_frames: int, size: int, max_objects: int | None = None,
+                 device: torch.device | str = "cpu", layout: LayoutSampler | None = None) -> None:
+        self.generator = generator.to(device).eval()
+        self.vocab, self.clip_frames, self.size = vocab, clip_frames, size
+        self.max_objects, self.device, self.layout = max_objects, torch.device(device), layout
+
+    @classmethod
+    def from_state(cls, state: dict, device: str | torch.device = "cpu", use_ema: bool = True) -> "Sg2imVideoGenerator":
+        from sg2video.sg2im import build_sg2im
+
+        frozen, vocab, enc_cfg = _frozen_encoder(state)
+        size = int(state["image_size"])
+        own_encoder = build_pretrainer(enc_cfg, vocab, size).graph_encoder
+        pair = build_sg2im(OmegaConf.create(state["model_config"]), own_encoder, vocab.num_objects,
+                           int(enc_cfg.cond_dim), size)
+        pair.load_state_dict(state["ema"] if use_ema and state.get("ema") is not None else state["model"])
+        layout = None
+        if state.get("layout") is not None:
+            layout = LayoutSampler.from_state(state["layout"], frozen, vocab, int(enc_cfg.cond_dim), device)
+        return cls(pair.generator, vocab, int(state["clip_frames"]), size, state.get("max_objects"), device, layout)
+
+    @torch.no_grad()
+    def generate(self, graph_lists: Sequence[Sequence[SceneGraph]], sampler: str = "ddim", steps: int = 50,
+                 guidance: float = 2.0, eta: float = 0.0, seed: int = 0, layout: str = "sampled",
+                 progress: Callable[[int, int], None] | None = None, return_graphs: bool = False):
+        from sg2video.sg2im.model import usable_boxes
+
+        lengths = {len(frames) for frames in graph_lists}
+        if len(lengths) != 1:
+            raise UserError(f"all videos of one call need the same length, got {sorted(lengths)}")
+        frames, batch = lengths.pop(), len(graph_lists)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        graph_lists = fill_layouts(graph_lists, layout, True, self.layout, generator)
+        packed = GraphBatch.pack([g for frames_ in graph_lists for g in frames_]).to(self.device)
+        g = self.generator
+        objs = g.objects(packed, batch, frames)
+        predicted = usable_boxes(g.box_head(objs.vectors), self.size)
+        boxes = predicted if layout == "head" else torch.where(objs.has_box[..., None], objs.boxes, predicted)
+        valid = objs.valid if guidance > 0 else torch.zeros_like(objs.valid)
+        video = g.render(objs.vectors, g.mask_head(objs.vectors), boxes, valid, g.noise(batch, self.device, generator))
+        if progress is not None:
+            progress(1, 1)
+        videos = _to_uint8(video)
+        if not return_graphs:
+            return videos
+        drawn = [[SceneGraph(graph.objs, graph.triples, boxes[b, t, : graph.num_objects].cpu())
+                  for t, graph in enumerate(frames_)] for b, frames_ in enumerate(graph_lists)]
+        return videos, drawn

@@ -221,6 +221,40 @@ class ModelSchema:
 
 
 @dataclass
+class Sg2imLossSchema:
+    l1: float = key(ge=0.0)
+    box: float = key(ge=0.0)
+    mask: float = key(ge=0.0)
+    gan: float = key(ge=0.0)
+    img: float = key(ge=0.0)
+    obj: float = key(ge=0.0)
+    ac: float = key(ge=0.0)
+
+
+@dataclass
+class Sg2imModelSchema:
+    """`model=sg2im`: the sg2im baseline (sg2video.sg2im)."""
+
+    name: str = key(choices=("sg2im",))
+    cond: str = key(choices=("layout",))
+    prefix_frames: int = key(ge=0, le=0)
+    train_encoder: bool = key()
+    embed_dim: int = key(ge=1)
+    box_hidden: int = key(ge=1)
+    mask_size: int = key(choices=(4, 8, 16, 32, 64))
+    noise_dim: int = key(ge=0)
+    crn_dims: List[int] = key(ge=1, each=True)
+    norm_groups: int = key(ge=1)
+    img_d_widths: List[int] = key(ge=1, each=True)
+    obj_d_widths: List[int] = key(ge=1, each=True)
+    crop_size: int = key(ge=4)
+    loss: Sg2imLossSchema = field(default_factory=Sg2imLossSchema)
+
+
+MODEL_SCHEMAS = {"unet": ModelSchema, "sg2im": Sg2imModelSchema}  # by model.name
+
+
+@dataclass
 class DiffusionSchema:
     space: str = key(choices=SPACES)
     timesteps: int = key(ge=1)
@@ -335,7 +369,8 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    nodes = {**GROUP_SCHEMAS, "layout": LayoutSchema, "layout_sampled": SampledLayoutSchema,
+    nodes = {**GROUP_SCHEMAS, "model_sg2im": Sg2imModelSchema, "layout": LayoutSchema,
+             "layout_sampled": SampledLayoutSchema,
              **{f"data_{name}": schema for name, schema in DATA_SCHEMAS.items()}, **ENTRY_SCHEMAS}
     for name, schema in nodes.items():
         store.store(group=SCHEMA_GROUP, name=name, node=schema, provider="sg2video")
@@ -350,5 +385,7 @@ def check_ranges(cfg: DictConfig, entry: str = "config") -> None:
     if entry != "config":
         return
     for group, schema in GROUP_SCHEMAS.items():
+        if group == "model":
+            schema = MODEL_SCHEMAS.get(str(cfg.model.name), ModelSchema)
         check_node(cfg[group], schema, f"{group}.")
     check_node(cfg.layout, SampledLayoutSchema if cfg.layout.name == "sampled" else LayoutSchema, "layout.")

@@ -12,7 +12,7 @@ from sg2video.data.clips import collate_clips
 from sg2video.denoiser import Denoiser, build_unet, encode_condition
 from sg2video.logs import say
 from sg2video.rundir import add_curve_point, stage_checkpoint
-from sg2video.sampling import VideoGenerator, build_diffusion
+from sg2video.sampling import build_diffusion, generator_from_state
 from sg2video.stages.common import datasets, report_skipped, required_checkpoint, stage_loop_config
 from sg2video.stages.encoder import load_pretrainer
 from sg2video.train.distributed import DistInfo
@@ -114,23 +114,6 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         "layout": _layout_state(cfg, run_dir),
     }
 
-    def log_samples(step, model, ema, writer):
-        if writer is None:
-            return
-        state = {**extra, "stage": "diffusion", "model": model.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None}
-        video_gen = VideoGenerator.from_state(state, device)
-        items = data["val"].__getitems__(list(range(min(4, len(data["val"])))))
-        box_free = [[g.without_boxes() for g in item["graphs"]] for item in items]  # as people write graphs
-        videos = video_gen.generate(box_free, steps=int(cfg.diffusion.sample_steps),
-                                    guidance=float(cfg.diffusion.guidance), seed=0, layout=str(cfg.layout.name))
-        real = torch.stack([item["video"] for item in items])  # (B, T, 3, H, W)
-        fake = videos.permute(0, 1, 4, 2, 3)
-        writer.add_video("diffusion/samples", torch.cat([real, fake]), step, fps=4)
-
-    hooks = [Hook(int(cfg.train.sample_every), log_samples)]  # every=0: only at the end
-    if int(cfg.eval.curve_every) > 0 and cfg.data.name == "shapes" and info.is_main:
-        hooks.append(Hook(int(cfg.eval.curve_every), _curve_hook(cfg, run_dir, data["val"], extra, device)))
     result = fit(
         DiffusionTask(denoiser, encoder, autoencoder, diffusion, cfg.model, objective_cfg=cfg.diffusion),
         data["train"],
@@ -140,7 +123,7 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
         "diffusion",
         info,
         checkpoint_extra=extra,
-        hooks=hooks,
+        hooks=generator_hooks(cfg, run_dir, "diffusion", data["val"], extra, info),
     )
     if info.is_main:
         report_skipped("diffusion", data["train"], run_dir)
@@ -148,7 +131,37 @@ def run_diffusion_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     return stage_checkpoint(run_dir, "diffusion")
 
 
-def _curve_hook(cfg: DictConfig, run_dir: Path, val_data, extra: dict, device):
+def generator_hooks(cfg: DictConfig, run_dir: Path, stage: str, val_data, extra: dict, info: DistInfo) -> list[Hook]:
+    """What a generator stage (diffusion, sg2im) does during training besides the steps: sample videos into
+    TensorBoard (`train.sample_every`; at the end always) and the box-free compliance curve (`eval.curve_every`)."""
+    hooks = [Hook(int(cfg.train.sample_every), _sample_hook(cfg, stage, val_data, extra, info.device))]
+    if int(cfg.eval.curve_every) > 0 and cfg.data.name == "shapes" and info.is_main:
+        hooks.append(Hook(int(cfg.eval.curve_every), _curve_hook(cfg, run_dir, stage, val_data, extra, info.device)))
+    return hooks
+
+
+def _generator(stage: str, extra: dict, model, ema, device):
+    state = {**extra, "stage": stage, "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None}
+    return generator_from_state(state, device)
+
+
+def _sample_hook(cfg: DictConfig, stage: str, val_data, extra: dict, device):
+    def log_samples(step, model, ema, writer):
+        if writer is None:
+            return
+        video_gen = _generator(stage, extra, model, ema, device)
+        items = val_data.__getitems__(list(range(min(4, len(val_data)))))
+        box_free = [[g.without_boxes() for g in item["graphs"]] for item in items]  # as people write graphs
+        videos = video_gen.generate(box_free, steps=int(cfg.diffusion.sample_steps),
+                                    guidance=float(cfg.diffusion.guidance), seed=0, layout=str(cfg.layout.name))
+        real = torch.stack([item["video"] for item in items])  # (B, T, 3, H, W)
+        fake = videos.permute(0, 1, 4, 2, 3)
+        writer.add_video(f"{stage}/samples", torch.cat([real, fake]), step, fps=4)
+
+    return log_samples
+
+
+def _curve_hook(cfg: DictConfig, run_dir: Path, stage: str, val_data, extra: dict, device):
     """`eval.curve_every`: box-free compliance of `eval.curve_samples` held-out (val) graphs with the EMA weights,
     into curve.json and TensorBoard (`curve/...`), with the CPU and wall seconds the training took so far (the
     curve's own sampling not counted), so modes can be compared at equal steps or equal CPU time."""
@@ -161,9 +174,7 @@ def _curve_hook(cfg: DictConfig, run_dir: Path, val_data, extra: dict, device):
 
     def hook(step, model, ema, writer):
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        state = {**extra, "stage": "diffusion", "model": model.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None}
-        video_gen = VideoGenerator.from_state(state, device)
+        video_gen = _generator(stage, extra, model, ema, device)
         point = {"step": step, **curve_point(video_gen, graph_lists, cfg, eval_layout(cfg)),
                  "train_cpu_seconds": cpu0 - start_cpu - spent["cpu"],
                  "train_wall_seconds": wall0 - start_wall - spent["wall"], "graphs": len(graph_lists)}

@@ -32,7 +32,8 @@ from omegaconf import DictConfig
 from sg2video.data import build_dataset
 from sg2video.logs import say
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
-from sg2video.sampling import VideoGenerator
+from sg2video.config import generator_stage
+from sg2video.sampling import VideoGenerator, load_video_generator
 from sg2video.stages import eval_measures as m
 from sg2video.stages.common import required_checkpoint, tb_writer, write_scalars
 from sg2video.stages.eval_measures import write_samples  # noqa: F401 - callers import it from here too
@@ -105,7 +106,7 @@ def diversity(ctx: EvalContext) -> dict:
 def long_videos(ctx: EvalContext) -> dict:
     """Held-out clips of eval.long_frames frames, box-free, chunk by chunk: per segment, teleports."""
     frames = int(ctx.cfg.eval.get("long_frames", 0) or 0)
-    if not (ctx.is_shapes and frames > ctx.video_gen.clip_frames and ctx.video_gen.prefix_frames > 0
+    if not (ctx.is_shapes and frames > ctx.video_gen.clip_frames and ctx.video_gen.makes_long_videos
             and int(ctx.cfg.eval.long_samples) > 0):
         return {}
     long_items = m._long_clips(ctx.cfg, frames, int(ctx.cfg.eval.long_samples))
@@ -147,7 +148,7 @@ MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
 
 
 def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
-    video_gen = VideoGenerator.from_checkpoint(required_checkpoint(run_dir, "diffusion"), device)
+    video_gen = load_video_generator(required_checkpoint(run_dir, generator_stage(cfg)), device)
     dataset = build_dataset(cfg.data, "test")
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))
@@ -168,7 +169,7 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     ctx = eval_context(cfg, run_dir, info.device)
     metrics: dict = {"num_samples": len(ctx.items), "sampler": str(cfg.eval.sampler),
                      "steps": int(cfg.eval.sample_steps), "guidance": ctx.guidance,
-                     "cond": ctx.video_gen.denoiser.cond_mode, "layout": ctx.layout, "graphs": "without boxes"}
+                     "cond": ctx.video_gen.cond_mode, "generator": str(cfg.model.name), "layout": ctx.layout, "graphs": "without boxes"}
     with tqdm(total=len(MEASUREMENTS), desc="eval", unit="measurement", disable=not progress_enabled()) as bar:
         for name, measure in MEASUREMENTS:
             metrics.update(measure(ctx))
@@ -203,5 +204,6 @@ def _report(cfg: DictConfig, run_dir: Path, samples: list[dict]) -> Path:
     from sg2video.config import to_dict
     from sg2video.eval.report import summarize_config, write_report
 
-    title = f"sg2video run: {cfg.data.name}, encoder {cfg.encoder.name}, cond {cfg.model.cond}, layout {cfg.layout.name}"
+    title = (f"sg2video run: {cfg.data.name}, encoder {cfg.encoder.name}, model {cfg.model.name}, cond {cfg.model.cond}, "
+             f"layout {cfg.layout.name}")
     return write_report(run_dir, title, summarize_config(to_dict(cfg)), read_metrics(run_dir), samples=samples)
