@@ -163,3 +163,26 @@ def test_torchrun_without_a_run_dir_makes_one_directory_or_refuses(tmp_path):
     else:  # refusing is fine too, in one line that says what to set
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "hydra.run.dir" in errors[0] and not made
+
+
+def test_the_sg2im_pair_trains_with_ddp(tmp_path):
+    """model=sg2im on two processes: the generator's adversarial terms run the discriminators with detached
+    weights inside DDP's forward, and every side still trains (generator, both discriminators, all reduced)."""
+    run_dir = tmp_path / "run"
+    args = ["+experiment=smoke_sg2im", "cache_dir=null", "data.val_size=16", "data.test_size=16", *GLOBAL_BATCH,
+            f"hydra.run.dir={run_dir}"]
+    start = run_cli("run.py", *args, "stage=encoder", timeout=300)
+    assert start.returncode == 0, start.stderr[-3000:]
+    init = run_cli("run.py", *args, "stage=sg2im", "train.max_steps=0", timeout=300)
+    assert init.returncode == 0, init.stderr[-3000:]
+    before = load_model(run_dir, "sg2im")
+    shutil.move(run_dir / "checkpoints" / "sg2im" / "last.pt", tmp_path / "start.pt")
+    shutil.rmtree(run_dir / "checkpoints" / "sg2im")
+    proc = run_torchrun(*args, "stage=sg2im", "train.max_steps=4", f"train.resume={tmp_path / 'start.pt'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = load_model(run_dir, "sg2im")
+    state = torch.load(run_dir / "checkpoints" / "sg2im" / "last.pt", weights_only=False)
+    assert state["step"] == 4 and len(state["rng_ranks"]) == 2
+    for part in ("generator.crn.", "generator.mask_head.", "img_d.", "obj_d."):
+        moved = sum(float((after[k] - before[k]).abs().sum()) for k in after if k.startswith(part))
+        assert moved > 0, part
