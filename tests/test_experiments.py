@@ -246,6 +246,13 @@ def test_report_means_spread_failures_and_best_worst_samples(tmp_path):
     assert len(captions) == 2  # the `none` arm saved no samples
     assert "job 3: no metrics.json" in page
     assert (out / "metrics.png").exists() and not (out / "losses.png").exists()  # no TensorBoard logs: no curves
+    from sg2video.sweeps import summarize
+    from sg2video.sweeps.page import samples_figure
+
+    figure = samples_figure(summarize(sweep))  # samples.png: the page's two picks, one strip each, same captions
+    titles = [ax.get_title(loc="left") for ax in figure.axes]
+    assert len(titles) == 2 and titles[0].startswith("concat - best (job 0)") and "relations 0.000" in titles[1]
+    assert (out / "samples.png").stat().st_size > 0
 
     again = tmp_path / "again"
     assert report_module().main([str(sweep), "--out", str(again)]) == 0

@@ -205,7 +205,7 @@ def _run(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.Complet
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per test run (conftest keeps its users in one worker)
 def sg2im_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sg2im") / "run"
     out = _run("src/run.py", *SMOKE, f"run_dir={run_dir}", "train.max_steps=6")

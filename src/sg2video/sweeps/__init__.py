@@ -11,7 +11,8 @@ Reads every job directory of a Hydra multirun (`<sweep dir>/<job number>/` with 
 - `metrics.png`: each metric against the swept value, mean +- std over seeds, single runs as dots.
 - `losses.png`: training losses from TensorBoard, one line per arm (mean over its seeds).
 - `curves.md`, `curves.png` (jobs run with `eval.curve_every`): box-free held-out object / relation accuracy and
-  objects kept through the clip against diffusion steps and against training CPU time, per arm, mean over seeds.
+  objects kept through the clip against the generator's training steps and against training CPU time, per arm, mean over seeds.
+- `samples.png`: each arm's best and worst sample (the ones the page shows), a strip of frames each.
 - `comparison.html`: one self-contained page (images as data URIs) with the table, the plots, and the
   best and worst sample of each arm, scored one by one with the shapes compliance checker.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from sg2video.sweeps.page import *  # noqa: F401,F403
-from sg2video.sweeps.page import comparison_html
+from sg2video.sweeps.page import comparison_html, samples_figure
 from sg2video.sweeps.plots import *  # noqa: F401,F403
 from sg2video.sweeps.plots import loss_curves, plot_compliance_curves, plot_losses, plot_metrics
 from sg2video.sweeps.reading import *  # noqa: F401,F403
@@ -63,6 +64,10 @@ def write_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
     if curves_fig is not None:
         paths["curves.png"] = out / "curves.png"
         _save_png(curves_fig, paths["curves.png"])
+    samples_fig = samples_figure(summary)
+    if samples_fig is not None:
+        paths["samples.png"] = out / "samples.png"
+        _save_png(samples_fig, paths["samples.png"])
     page = comparison_html(summary, metrics_fig, losses_fig)
     write_atomic(paths["comparison.html"], lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return summary, paths

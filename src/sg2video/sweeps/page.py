@@ -84,6 +84,29 @@ def _sample_html(index: int, which: str, sample: ScoredSample) -> str:
     return _sample_card(index, card, 500_000)
 
 
+def samples_figure(summary: Summary, frames: int = 4) -> Figure | None:
+    """samples.png: each arm's best and worst sample (the page's picks), their first `frames` frames side by
+    side, one row each, captioned with the arm, the job and the sample's scores. None without samples."""
+    rows = []
+    for arm in summary.arms:
+        for which, sample in best_and_worst(arm):
+            video = np.load(f"{sample.stem}.npy")  # (T, H, W, 3) uint8
+            strip = np.concatenate(list(video[:frames]), axis=1)
+            caption = (f"{arm.label(summary.keys)} - {which} (job {sample.job.num}): relations "
+                       f"{_fixed(sample.relation_accuracy)}, objects {_fixed(sample.object_accuracy)}")
+            rows.append((caption, strip))
+    if not rows:
+        return None
+    fig = Figure(figsize=(6.5, 1.25 * len(rows)))
+    for i, (caption, strip) in enumerate(rows):
+        ax = fig.add_subplot(len(rows), 1, i + 1)
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_title(caption, fontsize=7, loc="left")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 # -- the page --------------------------------------------------------------------------------------
 
 

@@ -120,7 +120,7 @@ def plot_compliance_curves(summary: Summary) -> Figure | None:
             line = ax.plot(steps, mean, marker=".", label=label)[0]
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
             ax.set_title(title)
-            ax.set_xlabel("diffusion steps")
+            ax.set_xlabel("generator training steps")
             ax.set_ylim(-0.02, 1.02)
         cpu = [_mean_std(points[s]["cpu_minutes"])[0] for s in steps]
         axes[3].plot(cpu, [_mean_std(points[s]["object_accuracy"])[0] for s in steps], marker=".", label=label)
