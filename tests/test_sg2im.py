@@ -277,6 +277,16 @@ def test_sample_cli_renders_a_timeline_and_accepts_every_box_source(sg2im_run, t
         assert (out / "graph.png").exists() and (out / "sample_001.mp4").exists()
     a, b = np.load(tmp_path / "head" / "sample_000.npy"), np.load(tmp_path / "head" / "sample_001.npy")
     assert np.abs(a.astype(int) - b.astype(int)).max() > 0  # layout noise: two samples of one graph differ
+    # a static graph (no timeline), one object's box given, longer than a training clip: one pass, no chunks
+    static = tmp_path / "static.json"
+    static.write_text(json.dumps({"objects": ["red circle", "blue square"], "relations": [[0, "above", 1]],
+                                  "boxes": [[0.1, 0.1, 0.3, 0.3], None]}))
+    res = _run("src/sample.py", f"ckpt={ckpt}", f"graph={static}", f"out={tmp_path / 'static'}", "frames=9", "num=1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert np.load(tmp_path / "static" / "sample_000.npy").shape == (9, 16, 16, 3)
+    drawn = json.loads((tmp_path / "static" / "sample_000.json").read_text())
+    kept = drawn["boxes"] if "boxes" in drawn else drawn["timeline"][0]["boxes"]
+    assert kept[0] == pytest.approx([0.1, 0.1, 0.3, 0.3])  # the given box is the one drawn into
 
 
 def test_model_sg2im_settings_are_checked_in_one_line(tmp_path):
