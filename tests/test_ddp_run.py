@@ -171,8 +171,9 @@ def test_the_sg2im_pair_trains_with_ddp(tmp_path):
     run_dir = tmp_path / "run"
     args = ["+experiment=smoke_sg2im", "cache_dir=null", "data.val_size=16", "data.test_size=16", *GLOBAL_BATCH,
             f"hydra.run.dir={run_dir}"]
-    start = run_cli("run.py", *args, "stage=encoder", timeout=300)
-    assert start.returncode == 0, start.stderr[-3000:]
+    for stage in ("encoder", "layout"):
+        start = run_cli("run.py", *args, f"stage={stage}", timeout=300)
+        assert start.returncode == 0, start.stderr[-3000:]
     init = run_cli("run.py", *args, "stage=sg2im", "train.max_steps=0", timeout=300)
     assert init.returncode == 0, init.stderr[-3000:]
     before = load_model(run_dir, "sg2im")
