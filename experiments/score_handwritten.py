@@ -3,7 +3,7 @@
     python experiments/score_handwritten.py RUN_DIR [--graphs experiments/graphs/handwritten] [--num 4]
         [--seed 0] [--out DIR] [sample.py overrides ...]
 
-For every graph JSON in `--graphs`: `python src/sample.py ckpt=RUN_DIR/checkpoints/diffusion/last.pt graph=FILE
+For every graph JSON in `--graphs`: `python src/sample.py ckpt=RUN_DIR/checkpoints/diffusion/last.pt (or sg2im/) graph=FILE
 num=N seed=S out=OUT/<name>` (a subprocess, exactly the user's command), then the videos it wrote are scored
 against the file (sg2video.eval.samples: object / relation accuracy, worst timeline segment, teleports, spread of
 the samples). Prints a Markdown table and writes it with the figures as JSON into OUT (default
@@ -69,9 +69,12 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "src"))
     from sg2video.eval.samples import score_sample_dir
 
-    ckpt = args.run_dir / "checkpoints" / "diffusion" / "last.pt"
-    if not ckpt.exists():
-        parser.error(f"{ckpt} does not exist (a finished run directory is needed)")
+    found = [args.run_dir / "checkpoints" / stage / "last.pt" for stage in ("diffusion", "sg2im")]
+    found = [path for path in found if path.exists()]
+    if not found:
+        parser.error(f"{args.run_dir}: no checkpoints/diffusion/last.pt or checkpoints/sg2im/last.pt "
+                     "(a finished run directory is needed)")
+    ckpt = found[0]
     out = args.out or args.run_dir / "handwritten"
     graphs = sorted(args.graphs.glob("*.json"))
     if not graphs:

@@ -48,7 +48,7 @@ def fill_layouts(graph_lists: Sequence[Sequence[SceneGraph]], layout: str, reads
         return graph_lists
     if sampler is None:
         raise UserError("this checkpoint has no layout model (it was trained with layout=given or layout=head): "
-                        "give every object a box, or use layout=head (the box head)")
+                        "give every object a box, or take boxes from the box head (src/sample.py: boxes=head)")
     return sampler.fill(graph_lists, generator)
 
 
