@@ -216,6 +216,24 @@ class GraphBatch:
         return graphs
 
 
+GraphKey = tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]
+
+
+def canonical_key(graph: SceneGraph) -> GraphKey:
+    """A hashable key equal for two graphs exactly when they have the same multiset of object classes and the
+    same multiset of (subject class, predicate, object class) triples: object order, triple order and boxes
+    do not matter. (Two objects of one class are interchangeable here: the key does not tell which instance a
+    triple names.)"""
+    objs = graph.objs.tolist()
+    triples = tuple(sorted((objs[s], p, objs[o]) for s, p, o in graph.triples.tolist()))
+    return tuple(sorted(objs)), triples
+
+
+def clip_key(graphs: Sequence[SceneGraph]) -> tuple[GraphKey, ...]:
+    """A clip's key: the canonical keys of its per-frame graphs, in frame order."""
+    return tuple(canonical_key(g) for g in graphs)
+
+
 def relation_segments(graphs: Sequence[SceneGraph]) -> list[tuple[int, int]]:
     """[start, end) frame ranges of a per-frame graph list over which objects and relations stay the same."""
     bounds = [0] + [t for t in range(1, len(graphs)) if not graphs[t].same_relations(graphs[t - 1])] + [len(graphs)]

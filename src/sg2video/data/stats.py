@@ -15,7 +15,14 @@ those graphs:
 - `triples_per_graph_mean` / `_median` / `_max`;
 - `relation_changes_per_clip`: segments per clip minus one (0 for images);
 - `token_truncated_share`: share of graphs with more local tokens (one per triple, then one per object) than
-  the encoder's `max_tokens`: their last objects lose their token.
+  the encoder's `max_tokens`: their last objects lose their token;
+- duplicate graphs, which cap graph -> video retrieval (`sg2video.eval.retrieval`): `distinct_graphs`, the
+  distinct graphs among the segments (`sg2video.graphs.canonical_key`: same multisets of object classes and of
+  (subject class, predicate, object class) triples, boxes aside); `distinct_clip_graphs`, the distinct clip
+  graphs (per-frame graph sequences, `clip_key`, the unit clip retrieval compares); and
+  `graph_repeat_share_gallery100`, the share of clips whose clip graph another clip of the same gallery also
+  has, over the seeded disjoint galleries of 100 clips the encoder's retrieval draws (`gallery_indices`, seed
+  0; one gallery of all clips when there are fewer, its size in `repeat_gallery_size`).
 
 Histograms (counts by name): object classes, predicates and node degrees, drawn by `plot_histograms`.
 """
@@ -32,7 +39,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from sg2video.graphs import SceneGraph, Vocab, relation_segments
+from sg2video.eval.retrieval import same_graph_counts
+from sg2video.graphs import SceneGraph, Vocab, canonical_key, clip_key, relation_segments
+
+REPEAT_GALLERY = 100  # clips per gallery of `graph_repeat_share_gallery100` (the key names the size)
 
 ROWS = (
     ("clips", "clips"), ("frames", "frames"), ("graphs (relation segments)", "graphs"), ("nodes", "nodes"),
@@ -44,6 +54,10 @@ ROWS = (
     ("triples per graph, mean", "triples_per_graph_mean"), ("triples per graph, median", "triples_per_graph_median"),
     ("triples per graph, max", "triples_per_graph_max"), ("relation changes per clip", "relation_changes_per_clip"),
     ("graphs truncated by the token cap", "token_truncated_share"), ("token cap (encoder.max_tokens)", "max_tokens"),
+    ("distinct graphs (relation segments)", "distinct_graphs"),
+    ("distinct clip graphs (per-frame graph sequences)", "distinct_clip_graphs"),
+    (f"clips whose graph repeats in a gallery of {REPEAT_GALLERY}", f"graph_repeat_share_gallery{REPEAT_GALLERY}"),
+    ("repeat gallery size (clips)", "repeat_gallery_size"),
 )
 
 
@@ -84,8 +98,10 @@ def split_stats(label: str, clips: Iterable[Sequence[SceneGraph]], vocab: Vocab,
     """Statistics of one split's clips (per-frame graph lists); see the module docstring for every figure."""
     num_clips = frames = changes = 0
     graphs: list[SceneGraph] = []
+    clip_keys: list[tuple] = []
     for clip in clips:
         segments = relation_segments(clip)
+        clip_keys.append(clip_key(clip))
         num_clips += 1
         frames += len(clip)
         changes += len(segments) - 1
@@ -97,6 +113,7 @@ def split_stats(label: str, clips: Iterable[Sequence[SceneGraph]], vocab: Vocab,
     classes = Counter(vocab.objects[int(o)] for g in graphs for o in g.objs.tolist())
     predicates = Counter(vocab.predicates[int(p)] for g in graphs for p in g.triples[:, 1].tolist())
     tokens = np.array([g.num_triples + g.num_objects for g in graphs], dtype=np.int64)
+    same = same_graph_counts(clip_keys, REPEAT_GALLERY) if num_clips else None  # (galleries, size)
     values: dict[str, float | int] = {
         "clips": num_clips, "frames": frames, "graphs": len(graphs), "nodes": nodes, "edges": edges,
         "mean_degree": float(degrees.mean()) if nodes else math.nan,
@@ -113,6 +130,10 @@ def split_stats(label: str, clips: Iterable[Sequence[SceneGraph]], vocab: Vocab,
         "relation_changes_per_clip": changes / num_clips if num_clips else math.nan,
         "token_truncated_share": float((tokens > max_tokens).mean()) if graphs else math.nan,
         "max_tokens": int(max_tokens),
+        "distinct_graphs": len({canonical_key(g) for g in graphs}),
+        "distinct_clip_graphs": len(set(clip_keys)),
+        f"graph_repeat_share_gallery{REPEAT_GALLERY}": float((same > 1).double().mean()) if num_clips else math.nan,
+        "repeat_gallery_size": int(same.shape[1]) if num_clips else 0,
     }
     return SplitStats(label, values, classes, predicates, Counter(degrees.tolist()))
 
