@@ -52,42 +52,122 @@ CACHED_STAGES = ("autoencoder", "encoder", "layout")
 # -- stage cache ---------------------------------------------------------------------------------
 
 
-# The code that trains each cached stage (paths in the sg2video package): an edit to any of them makes a new key.
-STAGE_CODE = {
-    "autoencoder": ("autoencoder", "data", "train", "graphs.py", "video_io.py", "stages/autoencoder.py",
-                    "stages/common.py"),
-    "encoder": ("encoder", "data", "train", "graphs.py", "video_io.py", "stages/encoder.py", "stages/common.py",
-                "eval/retrieval.py"),
-    "layout": ("layout", "encoder", "diffusion", "data", "train", "graphs.py", "video_io.py", "stages/layout.py",
-               "stages/common.py", "eval/layouts.py", "eval/compliance.py"),
-}
 # `train` keys every stage's loop reads (stages.common.SHARED_TRAIN_KEYS) that change what it learns
 RESULT_TRAIN_KEYS = ("seed", "precision", "compile", "deterministic", "threads")
 
+PACKAGE = "sg2video"
+
+
+def _package_root(root: Path | None) -> Path:
+    return Path(root).resolve() if root is not None else Path(__file__).resolve().parent
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The source file of package module `module` ("sg2video.a.b") under `root`; None when there is none."""
+    parts = module.split(".")[1:]
+    base = root.joinpath(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if parts and base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _in_package(module: str | None) -> bool:
+    return module is not None and (module == PACKAGE or module.startswith(PACKAGE + "."))
+
+
+# (module, is a package, sha256 of its source) -> the package modules its import statements may name
+_IMPORTS_SEEN: dict[tuple[str, bool, bytes], tuple[str, ...]] = {}
+
+
+def _imported_names(module: str, path: Path, source: bytes) -> tuple[str, ...]:
+    """Every package module an `import` / `from ... import` anywhere in `source` (functions included) may load:
+    the modules named, relative imports resolved, and `from m import x` also as the candidate submodule `m.x`."""
+    is_package = path.name == "__init__.py"
+    key = (module, is_package, hashlib.sha256(source).digest())
+    if key in _IMPORTS_SEEN:
+        return _IMPORTS_SEEN[key]
+    import ast
+
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names if _in_package(alias.name)]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                package = module if is_package else module.rpartition(".")[0]
+                anchor = package.split(".")
+                if node.level - 1 >= len(anchor):
+                    continue  # beyond the top package: not ours (Python would refuse it)
+                anchor = anchor[:len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            if not _in_package(base):
+                continue
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+    _IMPORTS_SEEN[key] = result = tuple(dict.fromkeys(names))
+    return result
+
+
+def _stage_sources(stage: str, root: Path | None = None) -> dict[str, bytes]:
+    """Relative path (posix) -> bytes of every package source file loaded when the stage's module
+    (`sg2video.stages.<stage>`) is imported or run, found by following its import statements transitively,
+    with the `__init__.py` of every package on the way (importing a submodule runs them)."""
+    if stage not in CACHED_STAGES:
+        raise ValueError(f"stage {stage} is not cached")
+    root = _package_root(root)
+    sources: dict[str, bytes] = {}
+    seen: set[str] = set()
+    todo = [f"{PACKAGE}.stages.{stage}"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(root, module)
+        if path is None:  # `from sg2video.m import name` where name is not a submodule, or a stale import
+            continue
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the packages it sits in
+        source = path.read_bytes()
+        sources[path.relative_to(root).as_posix()] = source
+        todo += _imported_names(module, path, source)
+    if f"stages/{stage}.py" not in sources:
+        raise FileNotFoundError(f"no module {PACKAGE}.stages.{stage} under {root}")
+    return dict(sorted(sources.items()))
+
+
+def stage_code_files(stage: str, root: Path | None = None) -> list[Path]:
+    """The package source files whose code a cached stage runs (its import closure), sorted: an edit to any of
+    them makes a new cache key for it. `root`: the package directory (default this one)."""
+    base = _package_root(root)
+    return [base / rel for rel in _stage_sources(stage, root)]
+
 
 def code_hash(stage: str, root: Path | None = None) -> str:
-    """sha256 of the package version and of the source files that train `stage` (STAGE_CODE, under the package
-    directory `root`, default this one), 16 hex digits."""
+    """sha256 of the package version and of the relative path and bytes of every source file in the stage's
+    import closure (`stage_code_files`, under the package directory `root`, default this one), 16 hex digits."""
     from importlib.metadata import PackageNotFoundError, version
 
-    root = Path(root) if root is not None else Path(__file__).resolve().parent
     digest = hashlib.sha256()
     try:
-        digest.update(version("sg2video").encode())
+        digest.update(version(PACKAGE).encode())
     except PackageNotFoundError:  # running from a source tree that was not installed
         digest.update(b"source")
-    for part in STAGE_CODE[stage]:
-        files = sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]
-        for path in files:
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
+    for rel, source in _stage_sources(stage, root).items():
+        digest.update(rel.encode() + b"\0")
+        digest.update(len(source).to_bytes(8, "little"))
+        digest.update(source)
     return digest.hexdigest()[:16]
 
 
 def cache_key(cfg: DictConfig, stage: str) -> str:
     """The hash of everything that determines a stage's result: the data (not how it is loaded), the stage's
     own config, the `train` keys that change results, and the code that trains it."""
-    if stage not in STAGE_CODE:
+    if stage not in CACHED_STAGES:
         raise ValueError(f"stage {stage} is not cached")
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("num_workers",)}
     train = {k: OmegaConf.select(cfg, f"train.{k}") for k in RESULT_TRAIN_KEYS}
@@ -132,6 +212,7 @@ def run_cached(cfg: DictConfig, run_dir: Path, stage: str, train: Callable[[], P
         if _is_finished(result):
             _store_stage_metrics(run_dir, entry, stage)  # before the checkpoint: last.pt marks a complete entry
             copy_atomic(result, cached)
+            log(f"[{stage}] trained; stored as cache entry {entry}")
         return result
 
 
