@@ -61,6 +61,10 @@ def main(cfg: DictConfig) -> None:
     from sg2video.viz import draw_timeline
 
     check_settings(cfg)
+    layout = str(cfg.layout.name)
+    if cfg.boxes is not None:
+        layout = str(cfg.boxes)
+        print(f"notice: boxes={layout} is now layout={layout} (run.py's name); the old name goes in the next release")
     out = Path(hydra.utils.to_absolute_path(str(cfg.out)))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={cfg.out!r} is a file, not a directory")
@@ -89,7 +93,7 @@ def main(cfg: DictConfig) -> None:
     with torch.inference_mode():
         videos, drawn_from = video_gen.generate(
             [graphs] * int(cfg.num), sampler=str(cfg.sampler), steps=int(cfg.steps), guidance=float(cfg.guidance),
-            eta=float(cfg.eta), seed=int(cfg.seed), layout=str(cfg.boxes), progress=progress, return_graphs=True)
+            eta=float(cfg.eta), seed=int(cfg.seed), layout=layout, progress=progress, return_graphs=True)
     bar.close()
     for i, video in enumerate(videos.numpy()):
         stem = out / f"sample_{i:03d}"

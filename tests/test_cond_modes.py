@@ -1,6 +1,6 @@
-"""The layout-free modes (issue 16): concat is a concatenation (VDM) with object slots, crossattn has one key per
-object that names its class, each mode's defaults, the identity-through-a-clip measure, and that a trained
-model's samples follow a swapped object class."""
+"""The modes (issues 16, 24): adm is a concatenation to the time embedding (VDM) with object slots, crossattn has
+one key per object that names its class, each mode's defaults, the identity-through-a-clip measure, and that a
+trained model's samples follow a swapped object class. Grounding in boxes: tests/test_grounding.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,10 +35,10 @@ def tiny(cond: str, **kw) -> UNet3D:
 # ---------------------------------------------------------------- structure
 
 
-def test_concat_concatenates_the_graph_vector_and_its_slots_to_the_time_embedding():
+def test_adm_concatenates_the_graph_vector_and_its_slots_to_the_time_embedding():
     """VDM: [time embedding, global vector, slot 1..S] side by side into every ResBlock's scale/shift layer; each
     slot reaches the output; a dropped clip gets the learned null vector whatever its graph."""
-    model = tiny("concat", concat_slots=3).train()
+    model = tiny("adm", adm_slots=3).train()
     emb_dim = 4 * 16
     blocks = [m for m in model.modules() if type(m).__name__ == "ResBlock"]
     assert blocks and all(b.emb_proj.in_features == emb_dim + COND_DIM * 4 for b in blocks)
@@ -58,18 +58,20 @@ def test_concat_concatenates_the_graph_vector_and_its_slots_to_the_time_embeddin
 def test_each_mode_gets_its_measured_defaults_and_explicit_settings_win():
     assert mode_defaults("crossattn", 3) == {"spatial_attn_levels": (0, 1, 2), "temporal_attn_levels": (2,),
                                              "coords": True}
-    assert mode_defaults("concat", 3) == {"spatial_attn_levels": (2,), "temporal_attn_levels": (0, 1, 2),
-                                          "coords": True}
-    assert mode_defaults("layout", 3) == {"spatial_attn_levels": (2,), "temporal_attn_levels": (2,), "coords": False}
+    assert mode_defaults("adm", 3) == {"spatial_attn_levels": (2,), "temporal_attn_levels": (0, 1, 2),
+                                       "coords": True}
+    assert mode_defaults("concat", 3) == {"spatial_attn_levels": (2,), "temporal_attn_levels": (2,), "coords": False}
+    assert mode_defaults("hybrid", 3) == {"spatial_attn_levels": (0, 1, 2), "temporal_attn_levels": (2,),
+                                          "coords": False}
     cross = tiny("crossattn")
     # every stage attends to the graph: one block per level down (2), the middle one, one per level up (2)
     assert sum(m.has_context for m in cross.modules() if type(m).__name__ == "SpatialAttention") == 5
     assert cross.coords and cross.init_conv.in_channels == 3 + 2
     plain = tiny("crossattn", spatial_attn_levels=(1,), coords=False)
     assert not plain.coords and plain.init_conv.in_channels == 3
-    layout = tiny("layout", layout_channels=4)
+    layout = tiny("concat", layout_channels=4)
     assert not layout.coords
-    temporal = [m for m in tiny("concat", temporal_attn_levels=None).modules() if type(m).__name__ == "TemporalAttention"]
+    temporal = [m for m in tiny("adm", temporal_attn_levels=None).modules() if type(m).__name__ == "TemporalAttention"]
     assert len(temporal) == 5  # every stage: 2 down, the middle one, 2 up
 
 
@@ -86,8 +88,8 @@ def test_crossattn_class_tokens_give_every_object_a_key_that_names_its_class():
     item = data[0]
     graphs = [g.without_boxes() for g in item["graphs"]]
     cond = encode_condition(encoder, GraphBatch.pack(graphs), 1, 2)
-    denoiser = Denoiser(tiny("crossattn"), data.vocab.num_objects, COND_DIM, class_tokens=True)
-    plain = Denoiser(tiny("crossattn"), data.vocab.num_objects, COND_DIM, class_tokens=False)
+    denoiser = Denoiser(tiny("crossattn", grounding=False), data.vocab.num_objects, COND_DIM, class_tokens=True)
+    plain = Denoiser(tiny("crossattn", grounding=False), data.vocab.num_objects, COND_DIM, class_tokens=False)
     with_classes, without = denoiser.conditioning(cond), plain.conditioning(cond)
     objects = graphs[0].num_objects
     assert with_classes.tokens.shape[2] == without.tokens.shape[2] + cond.obj_tokens.shape[2]
@@ -136,7 +138,8 @@ def test_identity_of_the_worlds_own_clips_is_kept_and_breaks_where_a_clip_breaks
 # ---------------------------------------------------------------- a trained model follows a class swap
 
 
-def _train_tiny(mode: str, steps: int):
+def _train_tiny(mode: str, steps: int, **model_keys):
+    """A tiny pixel-space model of `mode` trained `steps` steps on 16x16 two-frame shapes clips (one thread)."""
     from sg2video.data.clips import collate_clips
     from sg2video.encoder.pretrain import build_pretrainer
     from sg2video.denoiser import Denoiser
@@ -151,7 +154,7 @@ def _train_tiny(mode: str, steps: int):
     encoder = build_pretrainer(enc_cfg, data.vocab, 16).graph_encoder.eval().requires_grad_(False)
     model_cfg = OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")
     model_cfg.merge_with({"dim": 16, "dim_mults": [1, 2], "cond": mode, "prefix_frames": 0,
-                          "temporal_attn_levels": [], "attn_head_dim": 16})
+                          "temporal_attn_levels": [], "attn_head_dim": 16, **model_keys})
     diff_cfg = OmegaConf.load(REPO / "conf" / "diffusion" / "default.yaml")
     diff_cfg.merge_with({"timesteps": 100, "space": "pixel"})
     denoiser = Denoiser(build_unet(model_cfg, 3, COND_DIM), data.vocab.num_objects, COND_DIM,
@@ -168,14 +171,14 @@ def _train_tiny(mode: str, steps: int):
                           channels=3, latent_size=16)
 
 
-# measured (300 steps, one thread, 16 graphs): crossattn follows the swap in 12 of 16 graphs, pooled pixels of the
-# old colour 1312 -> 54, of the new 129 -> 1604; concat 12 of 16, 1080 -> 185, 470 -> 1391
+# measured (300 steps, one thread, 16 graphs): graph-only crossattn follows the swap in 12 of 16 graphs, pooled
+# pixels of the old colour 1312 -> 54, of the new 129 -> 1604; adm 12 of 16, 1080 -> 185, 470 -> 1391
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["crossattn", "concat"])
+@pytest.mark.parametrize("mode", ["crossattn", "adm"])
 def test_a_trained_model_draws_the_colour_of_a_swapped_object_class(mode):
     """Change one object's class to another colour (same shape) in a held-out graph without boxes: the samples,
-    same seed, lose the old colour and gain the new one."""
-    generator = _train_tiny(mode, 300)
+    same seed, lose the old colour and gain the new one. (The modes that read boxes: tests/test_grounding.py.)"""
+    generator = _train_tiny(mode, 300, grounding=False)
     vocab = generator.vocab
     test = ShapesDataset("test", 64, size=16, frames=2)
     followed, old_before, old_after, new_before, new_after = 0, 0, 0, 0, 0
@@ -215,7 +218,8 @@ def test_build_unet_reads_exactly_the_net_keys_of_the_model_group():
                                                                    "temporal_buckets", "temporal_max_distance"}
     assert set(NET_KEYS.values()) == args
     group = set(OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")) - {"defaults"}
-    read_elsewhere = {"name", "class_tokens", "prefix_frames", "cfg_dropout", "prefix_dropout"}  # the last 2: old names
+    read_elsewhere = {"name", "class_tokens", "prefix_frames", "cfg_dropout", "prefix_dropout", "concat_slots"}  # old names:
+    # cfg_dropout, prefix_dropout (now in diffusion), concat_slots (now adm_slots)
     assert group == set(NET_KEYS) | read_elsewhere
 
 

@@ -31,7 +31,9 @@ REPORT = REPO_ROOT / "experiments" / "report.py"
 SEEDS = {0, 1}
 # name -> (swept key, the values of its grid, how a composed config shows the value)
 ABLATIONS = {
-    "ablate_cond": ("model.cond", ["crossattn", "concat", "layout", "none"], lambda c: c.model.cond),
+    "ablate_cond": ("+arm", ["cond_concat", "cond_crossattn", "cond_crossattn_graph", "cond_hybrid", "cond_adm",
+                             "cond_none"],
+                    lambda c: "cond_" + c.model.cond + ("" if c.model.grounding or c.model.cond != "crossattn" else "_graph")),
     "ablate_gcn": ("encoder", ["gcn", "gcn_sum", "gcn_deep", "onehot"], lambda c: c.encoder.name),
     "ablate_losses": ("encoder.loss", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.1)],
                       lambda c: (c.encoder.loss.contrastive, c.encoder.loss.masked)),
@@ -99,7 +101,7 @@ def test_a_bad_value_in_an_experiments_grid_is_refused_before_anything_runs(tmp_
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "layuot" in lines[0] and "crossattn, concat, layout, none" in lines[0]
+    assert len(lines) == 1 and "layuot" in lines[0] and "concat, crossattn, hybrid, adm, none" in lines[0]
     assert "Traceback" not in proc.stderr and not sweep.exists()
     # the command line's values for the key replace the grid's (Hydra's rule), so this passes the preflight
     from sg2video.cli import preflight
@@ -439,24 +441,25 @@ def test_two_racing_runs_train_the_shared_encoder_once(tmp_path):
 
 @pytest.mark.slow
 def test_a_named_ablation_runs_its_whole_grid_and_the_report_groups_seeds(tmp_path):
-    # the smoke experiment's sizes with ablate_cond's grid (Hydra merges both), encoder stage only: 8 short jobs
+    # the smoke experiment's sizes with ablate_cond's grid (Hydra merges both), encoder stage only: 12 short jobs
     sweep = tmp_path / "sweep"
     proc = subprocess.run(run_py("-m", "+experiment=[smoke,ablate_cond]", "stage=encoder", f"hydra.sweep.dir={sweep}",
                                  f"cache_dir={tmp_path / 'cache'}"), cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = {}
-    for num in range(8):
+    arms = ABLATIONS["ablate_cond"][1]
+    for num in range(len(arms) * len(SEEDS)):
         overrides = dict(line.split("=", 1) for line in
                          yaml.safe_load((sweep / str(num) / ".hydra" / "overrides.yaml").read_text()))
-        jobs[num] = (overrides["model.cond"], int(overrides["train.seed"]))
-    assert set(jobs.values()) == {(c, s) for c in ABLATIONS["ablate_cond"][1] for s in SEEDS}
-    assert proc.stdout.count("[encoder] reusing cached stage") == 6  # one encoder per seed, shared by the arms
+        jobs[num] = (overrides["+arm"], int(overrides["train.seed"]))
+    assert set(jobs.values()) == {(c, s) for c in arms for s in SEEDS}
+    assert proc.stdout.count("[encoder] reusing cached stage") == 10  # one encoder per seed, shared by the arms
 
     out = tmp_path / "report"
     assert report_module().main([str(sweep), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [row["arm"] for row in rows] == ["crossattn", "concat", "layout", "none"]
+    assert [row["arm"] for row in rows] == arms
     for row in rows:  # each arm: its two seeds, i.e. the two shared encoders
         assert (row["runs"], row["failed"], row["encoder/g2v_top5 n"]) == ("2", "0", "2")
         seeds = [json.loads((sweep / str(n) / "metrics.json").read_text())["encoder"]["g2v_top5"]

@@ -46,7 +46,7 @@ def test_default_config_has_the_contract_keys():
 
 
 @pytest.mark.parametrize("encoder", ["gcn", "gcn_sum", "gcn_deep", "onehot"])
-@pytest.mark.parametrize("cond", ["crossattn", "concat", "layout", "none"])
+@pytest.mark.parametrize("cond", ["concat", "crossattn", "hybrid", "adm", "none"])
 def test_groups_compose_and_validate(encoder, cond):
     cfg = compose_cfg([f"encoder={encoder}", f"model.cond={cond}"])
     validate(cfg)
@@ -56,7 +56,7 @@ def test_groups_compose_and_validate(encoder, cond):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.cond=sideways", "model.cond='sideways' is not accepted (accepted: crossattn, concat, layout, none)"),
+        ("model.cond=sideways", "model.cond='sideways' is not accepted (accepted: concat, crossattn, hybrid, adm, none)"),
         ("data.size=-4", "data.size=-4 must be an integer >= 8"),  # the shapes world needs room for its objects
         ("model.prefix_frames=8", "model.prefix_frames=8 must be an integer in [0, data.frames)"),
         ("data=action_genome", "data.root is not set"),
@@ -362,6 +362,104 @@ def test_the_stage_cache_key_follows_the_code_and_every_setting_that_changes_a_s
     assert cache_key(compose_cfg(["data.num_workers=2"]), "encoder") == key  # how data is loaded, not what
     assert cache_key(compose_cfg(["train.lr=0.01"]), "encoder") == key  # the diffusion stage's own setting
     assert cache_key(compose_cfg(["layout.dim=64"]), "layout") != cache_key(base, "layout")
+
+
+CACHED = ("autoencoder", "encoder", "layout")
+
+
+def _package_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    package = tmp_path / "sg2video"
+    shutil.copytree(REPO_ROOT / "src" / "sg2video", package, ignore=shutil.ignore_patterns("__pycache__"))
+    return package
+
+
+def test_the_stage_cache_key_covers_every_module_the_stage_imports():
+    """The code part of the key follows the stage's imports, so modules a hand-kept list missed are in it."""
+    from sg2video.pipeline import stage_code_files
+
+    package = REPO_ROOT / "src" / "sg2video"
+    reached = {stage: {f.relative_to(package).as_posix() for f in stage_code_files(stage, package)}
+               for stage in CACHED}
+    for stage, files in reached.items():
+        assert {"__init__.py", "stages/__init__.py", f"stages/{stage}.py", "stages/common.py"} <= files, stage
+        assert all((package / rel).is_file() for rel in files)
+        assert [f.relative_to(package).as_posix() for f in stage_code_files(stage)] == sorted(files)
+    assert {"unet/blocks.py", "unet/__init__.py", "autoencoder/model.py"} <= reached["autoencoder"]  # group_norm
+    assert {"stages/encoder.py", "encoder/gcn.py", "layout/model.py"} <= reached["layout"]  # load_pretrainer
+    assert "encoder/gcn.py" in reached["encoder"] and "encoder/gcn.py" not in reached["autoencoder"]
+    for stage in CACHED:  # the CLI, sweeps and report pages train nothing
+        assert not {"pipeline.py", "cli.py", "sweeps/page.py", "eval/report.py"} & reached[stage], stage
+
+
+@pytest.mark.parametrize("stage", CACHED)
+def test_an_edit_to_any_module_a_stage_imports_changes_its_code_hash(tmp_path, stage):
+    from sg2video.pipeline import code_hash, stage_code_files
+
+    package = _package_copy(tmp_path)
+    before = code_hash(stage, package)
+    files = stage_code_files(stage, package)
+    assert files and all(package in f.parents for f in files)
+    for path in files:
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        assert code_hash(stage, package) != before, path.relative_to(package)
+        path.write_bytes(original)
+    assert code_hash(stage, package) == before  # every edit undone: the same hash
+
+    outside = [package / "sweeps" / "page.py", package / "pipeline.py", package / "eval" / "report.py"]
+    assert not set(outside) & set(files)
+    for path in outside:  # modules the stage does not import: the same hash
+        path.write_text(path.read_text() + "\n# an edit\n")
+    assert code_hash(stage, package) == before
+
+
+def test_a_new_import_brings_its_module_into_the_stage_code_hash(tmp_path):
+    """Imports inside functions, relative imports and `from package import submodule` are followed."""
+    from sg2video.pipeline import code_hash, stage_code_files
+
+    package = _package_copy(tmp_path)
+    (package / "extra").mkdir()
+    (package / "extra" / "__init__.py").write_text("")
+    (package / "extra" / "deep.py").write_text("from . import deeper\n")
+    (package / "extra" / "deeper.py").write_text("X = 1\n")
+    before = code_hash("autoencoder", package)
+    stage_file = package / "stages" / "autoencoder.py"
+    stage_file.write_text(stage_file.read_text() + "\n\ndef _later():\n    from sg2video.extra import deep\n")
+    files = {f.relative_to(package).as_posix() for f in stage_code_files("autoencoder", package)}
+    assert {"extra/__init__.py", "extra/deep.py", "extra/deeper.py"} <= files
+    edited = code_hash("autoencoder", package)
+    assert edited != before
+    deeper = package / "extra" / "deeper.py"
+    deeper.write_text("X = 2\n")
+    assert code_hash("autoencoder", package) != edited
+
+
+def test_run_log_names_the_cache_entry_a_stage_is_stored_in_and_reused_from(tmp_path):
+    from sg2video.pipeline import cache_key, run_cached
+    from sg2video.rundir import stage_checkpoint
+    from sg2video.train.checkpoint import atomic_save
+    from sg2video.train.distributed import DistInfo
+
+    cfg = compose_cfg([f"cache_dir={tmp_path / 'cache'}"])
+    entry = tmp_path / "cache" / "encoder" / cache_key(cfg, "encoder")
+
+    def train(run_dir: Path) -> Path:
+        target = stage_checkpoint(run_dir, "encoder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({"format": 1, "step": 3, "finished": True}, target)
+        return target
+
+    lines: list[str] = []
+    first = tmp_path / "first"
+    run_cached(cfg, first, "encoder", lambda: train(first), DistInfo(), lines.append)
+    assert lines == [f"[encoder] trained; stored as cache entry {entry}"]
+    assert (entry / "last.pt").exists()
+    lines.clear()
+    second = tmp_path / "second"
+    run_cached(cfg, second, "encoder", lambda: pytest.fail("trained again"), DistInfo(), lines.append)
+    assert len(lines) == 1 and lines[0].startswith(f"[encoder] reusing cached stage {entry} ")
 
 
 def test_the_default_run_is_sized_in_steps_not_minutes():

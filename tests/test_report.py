@@ -231,7 +231,7 @@ def test_summarize_config_picks_the_keys_that_tell_runs_apart():
         "stage": "all",
         "data": {"name": "shapes", "size": 32, "root": None},
         "encoder": {"name": "gcn", "layers": 5, "loss": {"contrastive": 1.0, "masked": 0.0}},
-        "model": {"cond": "layout", "prefix_frames": 2},
+        "model": {"cond": "concat", "prefix_frames": 2},
         "eval": {"fid_weights": None},
     }
     assert summarize_config(cfg) == {
@@ -241,7 +241,7 @@ def test_summarize_config_picks_the_keys_that_tell_runs_apart():
         "encoder.layers": 5,
         "encoder.loss.contrastive": 1.0,
         "encoder.loss.masked": 0.0,
-        "model.cond": "layout",
+        "model.cond": "concat",
         "model.prefix_frames": 2,
         "eval.fid_weights": None,
     }

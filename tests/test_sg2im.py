@@ -220,7 +220,7 @@ def test_the_sg2im_run_has_the_same_run_directory_and_eval(sg2im_run):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "samples").glob("*.gif")) and list((run_dir / "tb").glob("events.*"))
     ev = json.loads((run_dir / "metrics.json").read_text())["eval"]
-    assert ev["generator"] == "sg2im" and ev["cond"] == "layout"
+    assert ev["generator"] == "sg2im" and ev["cond"] == "concat"
     for key in ("object_accuracy", "relation_accuracy", "given_boxes/object_accuracy", "box_head/object_accuracy",
                 "control_uncond/object_accuracy", "diversity/pixel_distance", "long/object_accuracy",
                 "manipulation_relation/changed_satisfied", "sg_score/g2v_top1"):
@@ -268,7 +268,7 @@ def test_sample_cli_renders_a_timeline_and_accepts_every_box_source(sg2im_run, t
     path.write_text(json.dumps(graph))
     for boxes in ("sampled", "head", "given"):
         out = tmp_path / boxes
-        res = _run("src/sample.py", f"ckpt={ckpt}", f"graph={path}", f"out={out}", f"boxes={boxes}", "num=2")
+        res = _run("src/sample.py", f"ckpt={ckpt}", f"graph={path}", f"out={out}", f"layout={boxes}", "num=2")
         assert res.returncode == 0, res.stderr[-2000:]
         video = np.load(out / "sample_000.npy")
         assert video.shape == (11, 16, 16, 3) and video.dtype == np.uint8

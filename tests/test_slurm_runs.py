@@ -53,12 +53,12 @@ def hydra_job_id(job_dir: Path) -> str:
 def test_smoke_sweep_runs_as_a_job_array(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     started = time.monotonic()
-    done = subprocess.run(slurm_sweep(slurm_cluster, sweep_dir, "model.cond=concat,none"), env=slurm_cluster.env,
+    done = subprocess.run(slurm_sweep(slurm_cluster, sweep_dir, "model.cond=adm,none"), env=slurm_cluster.env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=360)
     seconds = time.monotonic() - started
     assert done.returncode == 0, failure_report(done.stdout + done.stderr, slurm_cluster, sweep_dir)
 
-    for num, cond in ((0, "concat"), (1, "none")):
+    for num, cond in ((0, "adm"), (1, "none")):
         job_dir = sweep_dir / str(num)
         assert f"model.cond={cond}" in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
         metrics = json.loads((job_dir / "metrics.json").read_text())
@@ -91,7 +91,7 @@ def test_requeued_run_resumes_its_diffusion_training(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     job_dir = sweep_dir / "0"
     # STEPS: long enough that the requeue (SIGTERM, then SIGKILL a few seconds later) lands mid-training
-    command = slurm_sweep(slurm_cluster, sweep_dir, "model.cond=concat", f"train.max_steps={STEPS}", "train.ckpt_every=5")
+    command = slurm_sweep(slurm_cluster, sweep_dir, "model.cond=adm", f"train.max_steps={STEPS}", "train.ckpt_every=5")
     sweep = subprocess.Popen(command, env=slurm_cluster.env, cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:

@@ -80,7 +80,7 @@ def test_output_shape_equals_input_shape(cond, frames, size):
 
 
 def test_odd_sizes_out_channels_and_broadcast_t():
-    model = tiny("layout", in_channels=4, out_channels=8, dim_mults=(1, 2, 2))
+    model = tiny("concat", in_channels=4, out_channels=8, dim_mults=(1, 2, 2))
     x = torch.randn(1, 4, 3, 18, 22)  # 18 -> 9 -> 5 on the way down
     t = torch.tensor([7])
     with torch.no_grad():
@@ -91,7 +91,7 @@ def test_odd_sizes_out_channels_and_broadcast_t():
 
 
 def test_bad_config_values_name_value_and_accepted():
-    with pytest.raises(ConfigError, match=r"model.cond='film'.*crossattn, concat, layout, none"):
+    with pytest.raises(ConfigError, match=r"model.cond='film'.*concat, crossattn, hybrid, adm, none"):
         UNet3D(cond="film")
     with pytest.raises(ConfigError, match=r"spatial_attn_levels.*\[3\].*0\.\.2"):
         UNet3D(spatial_attn_levels=(3,))
@@ -128,7 +128,7 @@ def perturbed(cond: Conditioning) -> Conditioning:
     )
 
 
-@pytest.mark.parametrize("cond", ["crossattn", "concat", "layout"])
+@pytest.mark.parametrize("cond", ["crossattn", "adm", "concat", "hybrid"])
 def test_drop_cond_removes_the_condition_per_sample(cond):
     model = wake_zero_init(tiny(cond))
     x, t = inputs()
@@ -213,7 +213,7 @@ def test_layout_rasterisation_is_area_coverage():
 
 
 def test_layout_mask_removes_padding_objects():
-    model = tiny("layout")
+    model = tiny("concat")
     x, t = inputs()
     cond = make_cond(2, 4)
     moved = Conditioning(**{**cond.__dict__, "layout_embed": cond.layout_embed.clone()})
@@ -271,7 +271,7 @@ def test_per_frame_timesteps():
 def test_still_items_are_denoised_frame_by_frame_while_video_items_mix():
     """Image-video co-training: the frames of a still (image) item are kept apart by temporal attention, so
     each equals that frame run alone; the video item beside it in the batch still mixes its frames."""
-    model = wake_zero_init(tiny("concat"), std=0.5)
+    model = wake_zero_init(tiny("adm"), std=0.5)
     x, t = inputs(frames=4)
     cond = make_cond(2, 4)
     still = torch.tensor([[True] * 4, [False] * 4])
@@ -292,7 +292,7 @@ def test_still_items_are_denoised_frame_by_frame_while_video_items_mix():
 
 def test_single_frame_equals_clip_without_temporal_attention():
     """Images (T=1) go through the same per-frame weights as clips."""
-    model = tiny("concat", temporal_attn_levels=())
+    model = tiny("adm", temporal_attn_levels=())
     x, t = inputs(frames=3)
     cond = make_cond(2, 3)
     with torch.no_grad():
@@ -377,7 +377,7 @@ def test_crossattn_condition_reaches_every_level_it_claims_and_no_other():
 
 
 def test_concat_condition_reaches_every_resblock_through_the_time_embedding():
-    model = wake_zero_init(tiny("concat")).train()
+    model = wake_zero_init(tiny("adm")).train()
     x, t = inputs()
     cond = make_cond(2, 4)
     cond.global_vec.requires_grad_(True)

@@ -17,8 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from sg2video.errors import ConfigError
 
 def uses_layout_model(cfg: DictConfig) -> bool:
-    """Layout conditioning draws the boxes a graph does not give with the layout stage's model (layout=sampled)."""
-    return cfg.model.cond == "layout" and cfg.layout.name == "sampled"
+    """A mode that reads boxes (concat, hybrid, grounded crossattn; sg2im) draws those a graph does not give with
+    the layout stage's model (layout=sampled)."""
+    from sg2video.unet.conditioning import reads_boxes
+
+    grounding = OmegaConf.select(cfg, "model.grounding", default=True)
+    return reads_boxes(str(cfg.model.cond), grounding) and cfg.layout.name == "sampled"
 
 
 def generator_stage(cfg: DictConfig) -> str:
@@ -86,12 +90,26 @@ def validate_data(cfg: DictConfig) -> None:
 
 
 # keys that moved (old -> new): the old names still work for this release, copied over with a notice
-RENAMED_KEYS = (("model.cfg_dropout", "diffusion.cond_dropout"), ("model.prefix_dropout", "diffusion.prefix_dropout"))
+RENAMED_KEYS = (("model.cfg_dropout", "diffusion.cond_dropout"), ("model.prefix_dropout", "diffusion.prefix_dropout"),
+                ("model.concat_slots", "model.adm_slots"))
+
+
+def migrate_old_mode(cfg: DictConfig) -> list[str]:
+    """An old mode name (`model.cond=layout`, today's concat) replaced by today's, with a notice line."""
+    from sg2video.unet.conditioning import OLD_MODE_NAMES
+
+    mode = OmegaConf.select(cfg, "model.cond")
+    if mode not in OLD_MODE_NAMES:
+        return []
+    OmegaConf.update(cfg, "model.cond", OLD_MODE_NAMES[mode], merge=False)
+    return [f"notice: model.cond={mode} is now model.cond={OLD_MODE_NAMES[mode]} (SGDiff's name for the objects' "
+            "maps on the input channels); the old name goes in the next release"]
 
 
 def migrate_renamed_keys(cfg: DictConfig) -> list[str]:
-    """Copy each old key that is set (not null) to its new name, and clear it; one notice line per key moved."""
-    notices = []
+    """Copy each old key that is set (not null) to its new name, and clear it; one notice line per key moved.
+    An old mode name (`model.cond=layout`, today's concat) is replaced the same way."""
+    notices = migrate_old_mode(cfg)
     for old, new in RENAMED_KEYS:
         value = OmegaConf.select(cfg, old)
         if value is None:
@@ -109,6 +127,7 @@ def validate(cfg: DictConfig) -> None:
     (schema.check_ranges), then the rules between keys below."""
     from sg2video.schema import check_ranges
 
+    migrate_old_mode(cfg)  # before the names are checked; the moved keys after, so that a range error names the key set
     check_ranges(cfg, "config")
     validate_data(cfg)
     check_device(cfg.device)
@@ -144,8 +163,9 @@ def _validate_unet(cfg: DictConfig) -> None:
         if bad:
             raise ConfigError(f"model.{name}={list(cfg.model[name])} names levels {bad}; accepted: 0..{levels - 1} "
                               "(one per model.dim_mults entry)")
-    if cfg.model.cond == "crossattn" and cfg.model.spatial_attn_levels is not None and not cfg.model.spatial_attn_levels:
-        raise ConfigError("model.cond=crossattn needs spatial attention somewhere: set model.spatial_attn_levels")
+    if cfg.model.cond in ("crossattn", "hybrid") and cfg.model.spatial_attn_levels is not None \
+            and not cfg.model.spatial_attn_levels:
+        raise ConfigError(f"model.cond={cfg.model.cond} needs spatial attention somewhere: set model.spatial_attn_levels")
 
 
 def _validate_files_and_batches(cfg: DictConfig) -> None:

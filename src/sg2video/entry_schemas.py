@@ -46,7 +46,8 @@ class SampleSchema:
     steps: int = key(ge=1)
     eta: float = key(ge=0.0, le=1.0)
     guidance: float = key(ge=0.0)
-    boxes: str = key(choices=LAYOUT_SOURCES)  # not `layout`: that is run.py's config group (conf/layout/)
+    layout: Any = MISSING  # run.py's `layout` group (conf/layout/): one name for where boxes come from
+    boxes: Optional[str] = key(choices=(*LAYOUT_SOURCES, None))  # old name of `layout` (this release, with a notice)
     device: str = key()
     fps: int = key(ge=1, le=100)
     out: str = key()

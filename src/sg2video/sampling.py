@@ -6,7 +6,7 @@ Where a layout-conditioned model's boxes come from (`layout=`, the names of `LAY
   carries (sg2video.layout), a different plausible layout per seed;
 - `given`: the graph's boxes; objects without one get the encoder's box head;
 - `head`: every box from the encoder's box head (the sg2im baseline), whatever the graph gives.
-Models conditioned otherwise (crossattn, concat, none) read no boxes.
+Models that read no boxes (adm, none, crossattn with `model.grounding=false`) ignore them.
 """
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ from sg2video.layout import LAYOUT_SOURCES
 from sg2video.layout.sampler import LayoutSampler
 from sg2video.train.checkpoint import CheckpointError, load_checkpoint
 
-_BOX_SOURCE = {"sampled": "graph", "given": "graph", "head": "predicted"}  # encode_condition's name for each
-
 
 def build_diffusion(diffusion_cfg: Any) -> GaussianDiffusion:
     schedule = make_schedule(str(diffusion_cfg.schedule), int(diffusion_cfg.timesteps))
@@ -48,7 +46,7 @@ def fill_layouts(graph_lists: Sequence[Sequence[SceneGraph]], layout: str, reads
         return graph_lists
     if sampler is None:
         raise UserError("this checkpoint has no layout model (it was trained with layout=given or layout=head): "
-                        "give every object a box, or take boxes from the box head (src/sample.py: boxes=head)")
+                        "give every object a box, or take boxes from the box head (layout=head)")
     return sampler.fill(graph_lists, generator)
 
 
@@ -119,7 +117,7 @@ class VideoGenerator:
         denoiser = Denoiser(unet, vocab.num_objects, int(enc_cfg.cond_dim),
                             class_tokens=bool(model_cfg.get("class_tokens", False)))
         weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
-        denoiser.load_state_dict(weights)
+        denoiser.load_state_dict({k.replace("unet.concat_vector.", "unet.adm_vector."): v for k, v in weights.items()})
         autoencoder = None
         if state.get("autoencoder") is not None:
             from sg2video.autoencoder.model import FrameAutoencoder
@@ -137,11 +135,11 @@ class VideoGenerator:
     # -- conditioning --------------------------------------------------------------------------
 
     def condition(self, graph_lists: Sequence[Sequence[SceneGraph]], start: int, end: int,
-                  box_source: str = "graph") -> Conditioning:
+                  layout: str = "given") -> Conditioning:
         """Frames [start, end) of each video's per-frame graphs -> their Conditioning (B, end-start, ...)."""
         graphs = [g for frames in graph_lists for g in frames[start:end]]
         batch = GraphBatch.pack(graphs).to(self.device)
-        return encode_condition(self.encoder, batch, len(graph_lists), end - start, box_source)
+        return encode_condition(self.encoder, batch, len(graph_lists), end - start, layout)
 
     # -- sampling ------------------------------------------------------------------------------
 
@@ -153,7 +151,7 @@ class VideoGenerator:
 
     @property
     def reads_boxes(self) -> bool:
-        return self.denoiser.cond_mode == "layout"
+        return self.denoiser.reads_boxes
 
     @property
     def makes_long_videos(self) -> bool:
@@ -178,19 +176,18 @@ class VideoGenerator:
         batch = len(graph_lists)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         graph_lists = self.with_layouts(graph_lists, layout, generator)
-        box_source = _BOX_SOURCE[layout]
         schedule = self.diffusion.schedule
         factory = lambda: make_sampler(sampler, schedule, steps, eta)  # noqa: E731
         clip_x0 = self.autoencoder is None  # latents are not bounded to [-1, 1]
         if total <= self.clip_frames:
-            cond = self.condition(graph_lists, 0, total, box_source)
+            cond = self.condition(graph_lists, 0, total, layout)
             shape = (batch, self.channels, total, self.latent_size, self.latent_size)
             x = sample(self.diffusion, self.denoiser, shape, cond, factory(), guidance=guidance,
                        generator=generator, progress=progress, clip_x0=clip_x0, device=self.device,
                        repeat_cond=repeat_condition)
         else:
             x, _ = sample_long(self.diffusion, self.denoiser, factory, total, self.clip_frames, self.prefix_frames,
-                               lambda s, e: self.condition(graph_lists, s, e, box_source), self.channels,
+                               lambda s, e: self.condition(graph_lists, s, e, layout), self.channels,
                                self.latent_size, self.latent_size, batch=batch, guidance=guidance,
                                generator=generator, device=self.device, clip_x0=clip_x0, progress=progress,
                                repeat_cond=repeat_condition)
@@ -224,7 +221,7 @@ class Sg2imVideoGenerator:
     eval stage's unconditional control). `sampler`, `steps` and `eta` are not read.
     """
 
-    cond_mode = "layout"
+    cond_mode = "concat"  # a scene layout painted from the boxes
     reads_boxes = True
     chunked = False
     makes_long_videos = True

@@ -215,7 +215,10 @@ class ModelSchema:
     upsample_conv: bool = key()
     coords: Optional[bool] = key()
     class_tokens: bool = key()
-    concat_slots: int = key(ge=0)
+    grounding: bool = key()
+    region_bias: bool = key()
+    adm_slots: int = key(ge=0)
+    concat_slots: Optional[int] = key(ge=0)  # moved: model.adm_slots (the VDM vector is mode adm now)
     cfg_dropout: Optional[float] = key(ge=0.0, le=1.0)  # moved: diffusion.cond_dropout
     prefix_dropout: Optional[float] = key(ge=0.0, le=1.0)  # moved: diffusion.prefix_dropout
 
@@ -236,7 +239,7 @@ class Sg2imModelSchema:
     """`model=sg2im`: the sg2im baseline (sg2video.sg2im)."""
 
     name: str = key(choices=("sg2im",))
-    cond: str = key(choices=("layout",))
+    cond: str = key(choices=("concat",))
     prefix_frames: int = key(ge=0, le=0)
     train_encoder: bool = key()
     embed_dim: int = key(ge=1)

@@ -163,7 +163,7 @@ class Sg2imGenerator(nn.Module):
         return self
 
     def objects(self, graphs: GraphBatch, batch: int, frames: int) -> Objects:
-        cond = encode_condition(self.encoder, graphs, batch, frames, "graph", grad=self.train_encoder)
+        cond = encode_condition(self.encoder, graphs, batch, frames, "given", grad=self.train_encoder)
         vectors = self.project(cond.obj_tokens) + self.class_embed(cond.obj_classes)
         k = cond.obj_classes.shape[-1]
         return Objects(cond.obj_classes, vectors, cond.layout_boxes, padded_has_box(graphs, batch, frames, k),

@@ -22,7 +22,7 @@ from sg2video.train.loop import Hook, fit
 class DiffusionTask:
     """Loss of one batch: encode graphs (frozen), encode frames to latents (frozen, latent space), denoise."""
 
-    def __init__(self, denoiser, encoder, autoencoder, diffusion, model_cfg: DictConfig, box_source: str = "graph",
+    def __init__(self, denoiser, encoder, autoencoder, diffusion, model_cfg: DictConfig,
                  objective_cfg: DictConfig | None = None):
         """model_cfg: the `model` group (prefix_frames); objective_cfg: the `diffusion` group (cond_dropout,
         prefix_dropout; without it, or for keys it lacks, model_cfg's old names cfg_dropout / prefix_dropout)."""
@@ -30,11 +30,10 @@ class DiffusionTask:
         self.encoder, self.autoencoder, self.diffusion = encoder, autoencoder, diffusion
         self.prefix_frames = int(model_cfg.prefix_frames)
         self.cond_dropout, self.prefix_dropout = objective_settings(objective_cfg, model_cfg)
-        self.box_source = box_source
 
     def loss(self, model, batch, step):
         B, T = batch.batch_size, batch.num_frames
-        cond = encode_condition(self.encoder, batch.graphs, B, T, self.box_source)
+        cond = encode_condition(self.encoder, batch.graphs, B, T, "given")  # trains on the data's boxes
         still = [bool(source.get("still", False)) for source in batch.sources]
         if any(still):  # image items of image-video co-training: temporal attention keeps their frames apart
             cond.still = torch.tensor(still, device=batch.video.device)[:, None].expand(B, T)

@@ -169,7 +169,8 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
     ctx = eval_context(cfg, run_dir, info.device)
     metrics: dict = {"num_samples": len(ctx.items), "sampler": str(cfg.eval.sampler),
                      "steps": int(cfg.eval.sample_steps), "guidance": ctx.guidance,
-                     "cond": ctx.video_gen.cond_mode, "generator": str(cfg.model.name), "layout": ctx.layout, "graphs": "without boxes"}
+                     "cond": ctx.video_gen.cond_mode, "reads_boxes": bool(ctx.video_gen.reads_boxes),
+                     "generator": str(cfg.model.name), "layout": ctx.layout, "graphs": "without boxes"}
     with tqdm(total=len(MEASUREMENTS), desc="eval", unit="measurement", disable=not progress_enabled()) as bar:
         for name, measure in MEASUREMENTS:
             metrics.update(measure(ctx))
@@ -188,7 +189,7 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
 
 
 def headline_line(cfg: DictConfig, metrics: dict) -> str:
-    how = f"layout={metrics['layout']}" if cfg.model.cond == "layout" else f"model.cond={cfg.model.cond}, no layout"
+    how = f"model.cond={metrics['cond']}, " + (f"layout={metrics['layout']}" if metrics.get("reads_boxes") else "no layout")
     line = (f"[eval] {metrics['num_samples']} held-out graphs without boxes ({how}): object accuracy "
             f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
             f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "

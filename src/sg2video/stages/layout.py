@@ -1,9 +1,9 @@
 """Stage `layout`: train the generative layout model (sg2video.layout) on the training data's graphs and boxes,
 with the frozen encoder of stage `encoder`, then measure its layouts on held-out graphs given without boxes.
 
-Runs when `model.cond=layout` and `layout=sampled` (the default); its checkpoint carries everything a sampler
-needs (`layout_state`), and the diffusion stage copies that into its own checkpoint so that `sample.py` needs
-that one file.
+Runs for a mode that reads boxes (concat, crossattn, hybrid; sg2im) with `layout=sampled` (the default); its
+checkpoint carries everything a sampler needs (`layout_state`), and the diffusion stage copies that into its own
+checkpoint so that `sample.py` needs that one file.
 """
 from __future__ import annotations
 

@@ -77,10 +77,15 @@ class SpatialAttention(nn.Module):
     """Self-attention among a frame's pixels; with `context_dim`, then cross-attention to that frame's tokens.
 
     The cross-attention output projection starts at zero, so a new conditional net computes what the
-    unconditional one does.
+    unconditional one does. `region_bias` (grounded cross-attention): each head adds
+    `REGION_GAIN * scale_h * cover` to its logits, cover being the share of the pixel that the key's box covers
+    (the context's `cover(h, w)`); the scales start at zero (GLIGEN's gating: the path starts closed) and the
+    fixed gain lets Adam's ~lr-sized steps open it within a few hundred steps.
     """
 
-    def __init__(self, ch: int, head_dim: int = 32, context_dim: int | None = None):
+    REGION_GAIN = 8.0
+
+    def __init__(self, ch: int, head_dim: int = 32, context_dim: int | None = None, region_bias: bool = False):
         super().__init__()
         self.heads = num_heads(ch, head_dim)
         self.norm = nn.LayerNorm(ch)
@@ -94,12 +99,12 @@ class SpatialAttention(nn.Module):
             self.cross_out = nn.Linear(ch, ch)
             nn.init.zeros_(self.cross_out.weight)
             nn.init.zeros_(self.cross_out.bias)
+        self.region_scale = nn.Parameter(torch.zeros(self.heads)) if self.has_context and region_bias else None
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x: (b t) c h w; context: (b t) l d_c; context_mask: (b t) l bool, True = attend."""
-        height = x.shape[-2]
+    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        """x: (b t) c h w; context: a `CrossContext` (sg2video.unet.conditioning): keys (b t) l d_c, mask (b t) l
+        bool (True = attend), and the keys' box cover at this resolution when grounded."""
+        height, width = x.shape[-2:]
         tokens = rearrange(x, "n c h w -> n (h w) c")
         q, k, v = _split_heads(self.to_qkv(self.norm(tokens)), self.heads)
         attn = F.scaled_dot_product_attention(q, k, v)
@@ -107,8 +112,12 @@ class SpatialAttention(nn.Module):
         if self.has_context:
             assert context is not None, "cross-attention block called without context"
             q = rearrange(self.cross_q(self.cross_norm(tokens)), "n s (h d) -> n h s d", h=self.heads)
-            k, v = rearrange(self.cross_kv(context), "n l (two h d) -> two n h l d", two=2, h=self.heads)
-            mask = None if context_mask is None else rearrange(context_mask, "n l -> n 1 1 l")
+            k, v = rearrange(self.cross_kv(context.keys), "n l (two h d) -> two n h l d", two=2, h=self.heads)
+            mask = rearrange(context.mask, "n l -> n 1 1 l")
+            cover = context.cover(height, width) if self.region_scale is not None else None
+            if cover is not None:  # (n, hw, l) -> an additive bias per head, -inf where a key is masked
+                bias = self.REGION_GAIN * self.region_scale[:, None, None] * cover[:, None].to(q.dtype)
+                mask = bias.masked_fill(~mask, float("-inf"))
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             tokens = tokens + self.cross_out(rearrange(attn, "n h s d -> n s (h d)"))
         return rearrange(tokens, "n (h w) c -> n c h w", h=height)

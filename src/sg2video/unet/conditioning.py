@@ -1,24 +1,33 @@
-"""How a scene graph reaches the UNet: the `Conditioning` batch and the three ways of injecting it.
+"""How a scene graph reaches the UNet: the `Conditioning` batch and the ways of injecting it.
 
-Modes (`UNet3D(cond=...)`):
-- `crossattn` (SGDiff): every frame's pixels attend to that frame's local graph tokens, plus its global vector
-  as one more token, in the spatial attention blocks (`CrossAttnContext` builds keys and key mask).
-- `concat` (VDM): the frame's global vector, followed by `concat_slots` object vectors (the graph's first objects,
-  in graph order; zero for absent ones), is concatenated to the frame's time embedding (`ConcatVector`), as VDM
-  concatenates its text condition; every ResBlock then sees both through its scale/shift.
-- `layout` (sg2im): boxes are rasterised at the input resolution into per-object embedding maps, concatenated
-  to the input channels (`LayoutMaps`).
+Modes (`UNet3D(cond=...)`), named as in SGDiff's code lineage (latent diffusion's `conditioning_key`):
+- `concat`: the graph's objects painted into their boxes (sampled by the layout stage, or given) as embedding
+  maps concatenated to the input channels (`LayoutMaps`): LDM's spatially aligned concat condition.
+- `crossattn`: every frame's pixels attend to that frame's graph tokens (local triple tokens, one key per object,
+  the global vector as one more key) in the spatial attention blocks (`CrossAttnContext`). Grounded by default
+  (GLIGEN, LayoutDiffusion): each object's key also carries its box in that frame (Fourier features through a
+  gated MLP, `BoxGrounding`), and each pixel's attention to an object's key is raised by a learned amount where
+  the object's box covers the pixel (`region_bias` of the spatial attention). `grounding=False` is SGDiff's
+  graph-only setting (an ablation: the tokens carry no position).
+- `hybrid`: `concat` and grounded `crossattn` at once (LDM's hybrid).
+- `adm`: the frame's global vector, followed by `adm_slots` object vectors (the graph's first objects, in graph
+  order; zero for absent ones), concatenated to the frame's time embedding (`AdmVector`): LDM's `adm`, VDM's
+  text conditioning. One vector per frame scales and shifts every pixel alike, so it cannot say where things go.
 - `none`: unconditional.
+`layout` is the old name of `concat`, and `concat` was the old name of `adm` (`OLD_MODE_NAMES`; checkpoints
+written before the rename are read with the old meaning).
 
 Classifier-free guidance: `drop_cond` (B,) bool replaces a clip's condition by learned null embeddings: the
 null token (always a key, so even an empty graph has one key to attend to) is then the only key, the null
-global vector replaces the global vector, and the layout maps are zero. `cond=None` in a conditional mode
+adm vector replaces the adm vector, and the layout maps are zero. `cond=None` in a conditional mode
 means every clip is dropped. Prefix frames (clean context frames of long-video sampling) need nothing here:
 they are ordinary frames whose timestep is 0.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+import math
 
 import torch
 from einops import rearrange
@@ -26,13 +35,32 @@ from torch import nn
 
 from sg2video.errors import ConfigError
 
-COND_MODES = ("crossattn", "concat", "layout", "none")
+COND_MODES = ("concat", "crossattn", "hybrid", "adm", "none")
+OLD_MODE_NAMES = {"layout": "concat"}  # accepted this release with a notice (the name before SGDiff's)
+MAP_MODES = ("concat", "hybrid")  # the objects painted into their boxes on the input channels
+ATTN_MODES = ("crossattn", "hybrid")  # graph tokens as cross-attention context
 
 
 def check_cond_mode(mode: str) -> str:
     if mode not in COND_MODES:
-        raise ConfigError(f"model.cond={mode!r} is not a conditioning mode (accepted: {', '.join(COND_MODES)})")
+        raise ConfigError(f"model.cond={mode!r} is not a conditioning mode (accepted: {', '.join(COND_MODES)}; "
+                          f"old names: {', '.join(OLD_MODE_NAMES)})")
     return mode
+
+
+def reads_boxes(mode: str, grounding: bool = True) -> bool:
+    """Whether a mode reads the layout (boxes sampled by the layout stage, or given): concat and hybrid always,
+    crossattn when grounded."""
+    return mode in MAP_MODES or (mode == "crossattn" and bool(grounding))
+
+
+def checkpoint_mode(model_cfg: dict) -> str:
+    """The mode a checkpoint's model config means. Configs written before the rename have no `grounding` key:
+    their `layout` is today's concat and their `concat` today's adm."""
+    mode = str(model_cfg.get("cond", "none"))
+    if "grounding" not in model_cfg:
+        return {"layout": "concat", "concat": "adm"}.get(mode, mode)
+    return OLD_MODE_NAMES.get(mode, mode)
 
 
 @dataclass
@@ -52,8 +80,10 @@ class Conditioning:
     obj_tokens: torch.Tensor | None = None  # (B, T, K, C) each object's token (zero past the token cap)
     layout_boxes: torch.Tensor | None = None  # (B, T, K, 4) x0, y0, x1, y1 in [0, 1] (given, predicted or sampled)
     layout_mask: torch.Tensor | None = None  # (B, T, K) bool, True = real object (None: all real)
-    layout_embed: torch.Tensor | None = None  # (B, T, K, C) the vector painted into each object's box (layout mode)
-    slots: torch.Tensor | None = None  # (B, T, S, C) object vectors for concat mode's slots, zero where absent
+    layout_embed: torch.Tensor | None = None  # (B, T, K, C) the vector painted into each object's box (concat)
+    token_boxes: torch.Tensor | None = None  # (B, T, L, 4) each token's box (grounded crossattn); zero-size where
+                                             # a token has none (triples, past the object count)
+    slots: torch.Tensor | None = None  # (B, T, S, C) object vectors for adm mode's slots, zero where absent
     still: torch.Tensor | None = None  # (B, T) bool: frames of image items (co-training), kept apart in time
 
     def map(self, fn) -> "Conditioning":
@@ -119,22 +149,41 @@ def _frames_first(value: torch.Tensor, batch: int, frames: int, name: str) -> to
     return value.flatten(0, 1)
 
 
+@dataclass
+class CrossContext:
+    """What the spatial attention blocks attend to, frames folded into the batch (n = b t): `keys` (n, L, D_c),
+    `mask` (n, L) bool (True = attend) and, when grounded, `boxes` (n, L, 4): each key's box (zero-size for
+    keys without one)."""
+
+    keys: torch.Tensor
+    mask: torch.Tensor
+    boxes: torch.Tensor | None = None
+    _covers: dict = field(default_factory=dict, repr=False)
+
+    def cover(self, height: int, width: int) -> torch.Tensor | None:
+        """`region_cover` of the boxes at one resolution (None without boxes), computed once per resolution."""
+        if self.boxes is None:
+            return None
+        if (height, width) not in self._covers:
+            self._covers[height, width] = region_cover(self.boxes, height, width)
+        return self._covers[height, width]
+
+
 class CrossAttnContext(nn.Module):
-    """Keys for cross-attention: [null token, local tokens..., global vector] per frame, with a key mask."""
+    """Keys for cross-attention: [null token, local tokens..., global vector] per frame, with a key mask and,
+    when the condition has `token_boxes`, each key's box."""
 
     def __init__(self, cond_dim: int):
         super().__init__()
         self.null_token = nn.Parameter(torch.randn(cond_dim) * 0.02)
 
-    def forward(
-        self, cond: Conditioning | None, drop: torch.Tensor | None, batch: int, frames: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> context ((b t), 1 + L (+1), D_c) and mask ((b t), 1 + L (+1)) bool, True = attend."""
+    def forward(self, cond: Conditioning | None, drop: torch.Tensor | None, batch: int, frames: int) -> CrossContext:
         device = self.null_token.device
         keep = _keep(drop, batch, frames, device)
         n = batch * frames
         parts = [self.null_token.expand(n, 1, -1)]
         masks = [torch.ones(n, 1, dtype=torch.bool, device=device)]
+        boxes = None
         if cond is not None and cond.tokens is not None:
             tokens = _frames_first(cond.tokens, batch, frames, "tokens")
             mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=device)
@@ -142,14 +191,52 @@ class CrossAttnContext(nn.Module):
                 mask = _frames_first(cond.token_mask, batch, frames, "token_mask").to(torch.bool)
             parts.append(tokens.to(self.null_token.dtype))
             masks.append(mask & keep[:, None])
+            if cond.token_boxes is not None:
+                boxes = _frames_first(cond.token_boxes, batch, frames, "token_boxes").to(self.null_token.dtype)
         if cond is not None and cond.global_vec is not None:
             parts.append(_frames_first(cond.global_vec, batch, frames, "global_vec")[:, None].to(self.null_token.dtype))
             masks.append(keep[:, None])
-        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        keys, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        if boxes is not None:  # the null token before the tokens and the global vector after them have no box
+            boxes = torch.cat((boxes.new_zeros(n, 1, 4), boxes, boxes.new_zeros(n, keys.shape[1] - 1 - boxes.shape[1], 4)), 1)
+        return CrossContext(keys, mask, boxes)
 
 
-class ConcatVector(nn.Module):
-    """Concat mode's vector per frame: [global vector, slot 1, ..., slot S] (or the learned null vector of the same
+def fourier_features(values: torch.Tensor, bands: int) -> torch.Tensor:
+    """(..., D) in [0, 1] -> (..., D * 2 * bands): sin and cos of 2^k * pi * value for k < bands (GLIGEN embeds
+    boxes this way: raw coordinates are too smooth a function for an MLP to tell nearby boxes apart)."""
+    freqs = math.pi * 2.0 ** torch.arange(bands, device=values.device, dtype=values.dtype)
+    angles = values[..., None] * freqs  # (..., D, bands)
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+
+
+class BoxGrounding(nn.Module):
+    """GLIGEN's grounding token, added to an object's key: MLP([object vector, Fourier(box)]) through a gate
+    tanh(gamma) that starts at 0, so a new grounded net computes what the graph-only one does until the gate
+    opens. (B, T, K, C) vectors, (B, T, K, 4) boxes -> (B, T, K, C)."""
+
+    def __init__(self, cond_dim: int, bands: int = 8, hidden: int | None = None):
+        super().__init__()
+        self.bands = bands
+        hidden = hidden or 2 * cond_dim
+        self.mlp = nn.Sequential(nn.Linear(cond_dim + 4 * 2 * bands, hidden), nn.SiLU(), nn.Linear(hidden, cond_dim))
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, vectors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        embedded = self.mlp(torch.cat((vectors, fourier_features(boxes.to(vectors.dtype), self.bands)), dim=-1))
+        return vectors + torch.tanh(self.gate) * embedded
+
+
+def region_cover(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(n, L, 4) boxes -> (n, H*W, L): the share of each pixel that each key's box covers (0 for zero-size
+    boxes), the term a grounded cross-attention adds to its logits (scaled per head)."""
+    cover_x = box_coverage(boxes[..., 0], boxes[..., 2], width)  # (n, L, W)
+    cover_y = box_coverage(boxes[..., 1], boxes[..., 3], height)  # (n, L, H)
+    return rearrange(torch.einsum("nlh,nlw->nhwl", cover_y, cover_x), "n h w l -> n (h w) l")
+
+
+class AdmVector(nn.Module):
+    """adm mode's vector per frame: [global vector, slot 1, ..., slot S] (or the learned null vector of the same
     width for a dropped clip), concatenated to the time embedding as it is (VDM), width D_c * (1 + S)."""
 
     def __init__(self, cond_dim: int, slots: int = 0):

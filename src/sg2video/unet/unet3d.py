@@ -6,7 +6,7 @@ Shape of the net (levels i = 0 .. len(dim_mults) - 1, width dim * dim_mults[i]):
   init conv 3x3 per frame (a 1x3x3 kernel: frames meet only in temporal attention, so an image (T=1) and
   a clip go through the same weights)
   down level i: num_res_blocks x [ResBlock, spatial attention if i in spatial_attn_levels (+ cross-attention
-               in crossattn mode), temporal attention if i in temporal_attn_levels], then a stride-2 conv
+               in crossattn and hybrid modes), temporal attention if i in temporal_attn_levels], then a stride-2 conv
                (not after the last level). Every block's output is a skip.
   middle:      ResBlock, attention as the deepest level has it (one stage: the deepest level's own blocks
                already run at this resolution; a second one would add ~10% parameters for little)
@@ -14,14 +14,15 @@ Shape of the net (levels i = 0 .. len(dim_mults) - 1, width dim * dim_mults[i]):
                as down level i]
   out:         GroupNorm, SiLU, 3x3 conv per frame.
 Down/up sampling is spatial only; T is never resampled. The per-frame time embedding (concatenated with the
-graph's vector in concat mode, as VDM does) modulates every ResBlock of its frame. With `coords`, two input
+graph's vector in adm mode, as VDM does) modulates every ResBlock of its frame. With `coords`, two input
 channels give each pixel its position (x, y in [-1, 1]; CoordConv), so attention and convolutions know where
-"left" and "above" are.
+"left" and "above" are. The modes themselves: sg2video.unet.conditioning.
 
 Per-mode defaults (arguments left None), the best settings measured for each mode
-(experiments/results/cond_modes.md): crossattn attends to the graph at every level and gets coords; concat gets
-coords and temporal attention at every level (its objects otherwise pop in and out); layout and none attend at
-the deepest level only, without coords (their maps, or nothing, need no positions).
+(experiments/results/cond_modes.md, ablate_cond.md): crossattn and hybrid attend to the graph at every level,
+crossattn with coords; adm gets coords and temporal attention at every level (its objects otherwise pop in and
+out); concat and none attend at the deepest level only, without coords (their maps, or nothing, need no
+positions).
 """
 from __future__ import annotations
 
@@ -45,18 +46,20 @@ from sg2video.unet.blocks import (
 from sg2video.unet.conditioning import (
     Conditioning,
     CrossAttnContext,
-    ConcatVector,
+    AdmVector,
+    ATTN_MODES,
     LayoutMaps,
+    MAP_MODES,
     check_cond_mode,
+    checkpoint_mode,
 )
 
 
 def mode_defaults(cond: str, levels: int) -> dict[str, Any]:
     """The settings a mode gets for the arguments left None (see the module docstring)."""
-    layout_free = cond in ("crossattn", "concat")
-    return {"spatial_attn_levels": tuple(range(levels)) if cond == "crossattn" else (levels - 1,),
-            "temporal_attn_levels": tuple(range(levels)) if cond == "concat" else (levels - 1,),
-            "coords": layout_free}
+    return {"spatial_attn_levels": tuple(range(levels)) if cond in ATTN_MODES else (levels - 1,),
+            "temporal_attn_levels": tuple(range(levels)) if cond == "adm" else (levels - 1,),
+            "coords": cond in ("crossattn", "adm")}
 
 
 def _levels(name: str, levels: Sequence[int] | None, count: int) -> frozenset[int]:
@@ -76,10 +79,10 @@ class _Stage(nn.Module):
         super().__init__()
         self.res, self.spatial, self.temporal = res, spatial, temporal
 
-    def forward(self, x, emb_act, frames, context, context_mask, still):
+    def forward(self, x, emb_act, frames, context, still):
         x = self.res(x, emb_act)
         if self.spatial is not None:
-            x = self.spatial(x, context, context_mask)
+            x = self.spatial(x, context)
         if self.temporal is not None:
             x = self.temporal(x, frames, still)
         return x
@@ -105,14 +108,18 @@ class UNet3D(nn.Module):
         temporal_buckets: int = 32,
         temporal_max_distance: int = 64,
         coords: bool | None = None,
-        concat_slots: int = 0,
+        adm_slots: int = 0,
+        grounding: bool = True,
+        region_bias: bool = True,
     ):
         """cond_dim: width D_c of the graph tokens / global vector / object vectors (the encoder's output).
 
         spatial_attn_levels / temporal_attn_levels: indices into dim_mults; the middle block counts as the deepest
         level. crossattn mode puts its cross-attention in the spatial attention blocks, so it needs at least one.
         None (spatial_attn_levels, coords): the mode's default (`mode_defaults`).
-        concat_slots: object vectors concatenated after the global vector in concat mode (0: the global vector alone).
+        adm_slots: object vectors concatenated after the global vector in adm mode (0: the global vector alone).
+        grounding (crossattn, hybrid): the condition's object keys carry boxes (`Denoiser` adds them) and, with
+        `region_bias`, cross-attention is biased towards the keys whose boxes cover a pixel; False: graph only.
         """
         super().__init__()
         self.cond_mode = check_cond_mode(cond)
@@ -127,23 +134,25 @@ class UNet3D(nn.Module):
         spatial_attn_levels = defaults["spatial_attn_levels"] if spatial_attn_levels is None else spatial_attn_levels
         temporal_attn_levels = defaults["temporal_attn_levels"] if temporal_attn_levels is None else temporal_attn_levels
         coords = defaults["coords"] if coords is None else bool(coords)
-        if concat_slots < 0:
-            raise ConfigError(f"model.concat_slots={concat_slots} must be >= 0")
+        if adm_slots < 0:
+            raise ConfigError(f"model.adm_slots={adm_slots} must be >= 0")
         spatial = _levels("spatial_attn_levels", spatial_attn_levels, levels)
         temporal = _levels("temporal_attn_levels", temporal_attn_levels, levels)
-        if self.cond_mode == "crossattn" and not spatial:
-            raise ConfigError("model.cond=crossattn needs spatial attention somewhere: set model.spatial_attn_levels")
+        if self.cond_mode in ATTN_MODES and not spatial:
+            raise ConfigError(f"model.cond={self.cond_mode} needs spatial attention somewhere: set model.spatial_attn_levels")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         emb_dim = 4 * dim
-        context_dim = cond_dim if self.cond_mode == "crossattn" else None
+        context_dim = cond_dim if self.cond_mode in ATTN_MODES else None
+        self.grounding = bool(grounding) and self.cond_mode in ATTN_MODES
+        region = self.grounding and bool(region_bias)
 
         self.time_embed = TimestepEmbedding(dim, emb_dim)
-        self.concat_vector = ConcatVector(cond_dim, concat_slots) if self.cond_mode == "concat" else None
-        self.concat_slots = concat_slots if self.concat_vector is not None else 0
-        block_emb_dim = emb_dim + (self.concat_vector.width if self.concat_vector is not None else 0)
-        self.cross_context = CrossAttnContext(cond_dim) if self.cond_mode == "crossattn" else None
-        self.layout_maps = LayoutMaps(cond_dim, layout_channels) if self.cond_mode == "layout" else None
+        self.adm_vector = AdmVector(cond_dim, adm_slots) if self.cond_mode == "adm" else None
+        self.adm_slots = adm_slots if self.adm_vector is not None else 0
+        block_emb_dim = emb_dim + (self.adm_vector.width if self.adm_vector is not None else 0)
+        self.cross_context = CrossAttnContext(cond_dim) if self.cond_mode in ATTN_MODES else None
+        self.layout_maps = LayoutMaps(cond_dim, layout_channels) if self.cond_mode in MAP_MODES else None
         extra_in = self.layout_maps.out_channels if self.layout_maps is not None else 0
         self.coords = coords  # two input channels holding each pixel's position (x, y in [-1, 1]): CoordConv
         extra_in += 2 if coords else 0
@@ -151,7 +160,7 @@ class UNet3D(nn.Module):
         def stage(level: int, in_ch: int, out_ch: int) -> _Stage:
             return _Stage(
                 ResBlock(in_ch, out_ch, block_emb_dim, norm_groups, dropout),
-                SpatialAttention(out_ch, attn_head_dim, context_dim) if level in spatial else None,
+                SpatialAttention(out_ch, attn_head_dim, context_dim, region) if level in spatial else None,
                 TemporalAttention(out_ch, attn_head_dim, temporal_buckets, temporal_max_distance)
                 if level in temporal
                 else None,
@@ -203,13 +212,13 @@ class UNet3D(nn.Module):
             drop_cond = torch.full((batch,), drop_cond, dtype=torch.bool, device=x.device)
 
         emb = self.time_embed(rearrange(t, "b t -> (b t)"))
-        if self.concat_vector is not None:
-            emb = torch.cat((emb, self.concat_vector(cond, drop_cond, batch, frames).to(emb.dtype)), dim=1)
+        if self.adm_vector is not None:
+            emb = torch.cat((emb, self.adm_vector(cond, drop_cond, batch, frames).to(emb.dtype)), dim=1)
         emb_act = F.silu(emb)
-        context = context_mask = None
+        context = None
         if self.cross_context is not None:
-            context, context_mask = self.cross_context(cond, drop_cond, batch, frames)
-            context = context.to(x.dtype)
+            context = self.cross_context(cond, drop_cond, batch, frames)
+            context.keys = context.keys.to(x.dtype)
 
         h = rearrange(x, "b c t h w -> (b t) c h w")
         if self.layout_maps is not None:
@@ -225,7 +234,7 @@ class UNet3D(nn.Module):
         if still is not None:
             assert still.shape == (batch, frames), f"still must be (B, T) = {(batch, frames)}, got {tuple(still.shape)}"
             still = still.to(x.device) if bool(still.any()) else None
-        args = (emb_act, frames, context, context_mask, still)
+        args = (emb_act, frames, context, still)
         skips = []
         for level, blocks in enumerate(self.down):
             if level > 0:
@@ -250,8 +259,22 @@ NET_KEYS = {
     "spatial_attn_levels": "spatial_attn_levels", "temporal_attn_levels": "temporal_attn_levels",
     "attn_head_dim": "attn_head_dim", "cond": "cond", "layout_channels": "layout_channels",
     "norm_groups": "norm_groups", "dropout": "dropout", "upsample_conv": "upsample_conv", "coords": "coords",
-    "concat_slots": "concat_slots",
+    "adm_slots": "adm_slots", "grounding": "grounding", "region_bias": "region_bias",
 }
+
+
+def upgrade_model_config(model_cfg: dict) -> dict:
+    """A `model` config in today's names. Written before the modes took SGDiff's names (no `grounding` key), its
+    `layout` means concat, its `concat` adm (with `concat_slots`), and its crossattn had no grounding."""
+    model_cfg = dict(model_cfg)
+    old = "grounding" not in model_cfg
+    model_cfg["cond"] = checkpoint_mode(model_cfg)
+    if "concat_slots" in model_cfg:
+        slots = model_cfg.pop("concat_slots")
+        model_cfg.setdefault("adm_slots", slots)
+    if old:
+        model_cfg["grounding"] = False
+    return model_cfg
 
 
 def build_unet(model_cfg: Any, in_channels: int = 3, cond_dim: int = 256) -> UNet3D:
@@ -264,5 +287,6 @@ def build_unet(model_cfg: Any, in_channels: int = 3, cond_dim: int = 256) -> UNe
         from omegaconf import OmegaConf
 
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    model_cfg = upgrade_model_config(model_cfg)
     kwargs = {arg: model_cfg[key] for key, arg in NET_KEYS.items() if key in model_cfg}
     return UNet3D(in_channels=in_channels, cond_dim=cond_dim, **kwargs)
