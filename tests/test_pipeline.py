@@ -274,8 +274,13 @@ def test_eval_stage_computes_fid_and_fvd_from_local_weight_files(smoke_run, tmp_
 # what each eval measurement adds on the smoke run (layout mode, shapes, 7-frame timelines, 2 manipulations)
 MEASUREMENT_KEYS = {
     "held-out graphs without boxes": {"object_accuracy", "relation_accuracy", "identity/kept", "seconds_per_video"},
+    "seen and unseen combinations": {"unseen/object_accuracy", "unseen/relation_accuracy", "seen/object_accuracy",
+                                     "seen/relation_accuracy", "heldout_triples/relation_accuracy",
+                                     "eval_graphs_in_training", "training_clips_checked"},
     "with given boxes, box head": {"given_boxes/object_accuracy", "box_head/relation_accuracy"},
     "unconditional control": {"control_uncond/object_accuracy", "control_uncond/relation_accuracy"},
+    "relation control": {"control_norel/object_accuracy", "control_norel/relation_accuracy",
+                         "control_norel/relation_margin"},
     "diversity": {"diversity/position_spread", "diversity/pixel_difference"},
     "long videos": {"long/teleport_rate", "long/worst_segment/relation_accuracy", "long/frames"},
     "manipulation": {"manipulation_relation/changed_accuracy", "manipulation_object/unchanged_preserved"},
@@ -319,6 +324,27 @@ def test_smoke_run_report_has_metrics_samples_and_controls(smoke_run):
     assert metrics["long/frames"] == 7 and metrics["long/num_videos"] == 1
     assert metrics["fidelity/features"].startswith("sg2video-video-encoder@")
     assert {"manipulation_relation/changed_accuracy", "sg_score/g2v_top1"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_smoke_eval_reports_seen_and_unseen_apart_and_the_relation_control(smoke_run):
+    """Issue 25 on the smoke run (compositional split, 4 test graphs: indices 0 and 2 unseen, 1 and 3 seen): the
+    split keys, the relation control beside the unconditional one in metrics.json, the eval line and the report."""
+    run_dir, stdout = smoke_run
+    ev = json.loads((run_dir / "metrics.json").read_text())["eval"]
+    assert (ev["unseen/graphs"], ev["seen/graphs"]) == (2, 2)
+    assert ev["training_clips_checked"] == 2000 and ev["unseen/graphs_in_training"] == 0
+    assert ev["eval_graphs_in_training"] == ev["seen/graphs_in_training"] <= 2
+    assert ev["heldout_triples/count"] >= 1 and ev["heldout_pairs/count"] >= 1
+    for key in ("unseen/object_accuracy", "seen/relation_accuracy", "control_norel/object_accuracy",
+                "control_norel/relation_accuracy"):
+        assert 0.0 <= ev[key] <= 1.0, key
+    assert -1.0 <= ev["control_norel/relation_margin"] <= 1.0 and ev["control_norel/num_videos"] == 2
+    line = next(line for line in stdout.splitlines() if line.startswith("[eval] 4 held-out graphs"))
+    assert "unconditional control:" in line and "relation control:" in line and "above it" in line
+    assert "unseen combinations (2 graphs)" in line and "graphs occur in the first 2000 train clips" in line
+    page = (run_dir / "report.html").read_text()
+    assert '<table id="controls">' in page and "relation control: same objects" in page
 
 
 @pytest.mark.slow

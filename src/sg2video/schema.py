@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sg2video.data import DATASET_NAMES
 from sg2video.data.coco_stuff import RELATION_MODES
 from sg2video.data.fit import RESIZE_MODES
+from sg2video.data.shapes_holdout import HOLDOUT_MODES
 from sg2video.diffusion import SPACES
 from sg2video.diffusion.gaussian import LOSSES, PARAMETERIZATIONS, SNR_WEIGHTINGS
 from sg2video.diffusion.samplers import SAMPLER_NAMES
@@ -54,6 +55,7 @@ class ShapesDataSchema(DataSchema):
     max_objects: int = key(ge=1, le=8)
     layout_frames: Optional[int] = key(ge=1)
     seed: int = key()
+    holdout: str = key(choices=HOLDOUT_MODES)
     train_size: int = key(ge=1)
     val_size: int = key(ge=1)
     test_size: int = key(ge=1)
@@ -348,6 +350,7 @@ class EvalSchema:
     fid_weights: Optional[str] = key()
     fvd_weights: Optional[str] = key()
     control_samples: int = key(ge=0)
+    training_clips: int = key(ge=0)
     save_samples: int = key(ge=0)
     long_frames: int = key(ge=0)
     long_samples: int = key(ge=0)

@@ -50,6 +50,7 @@ def _build_one(data_cfg: Any, split: str):
             min_objects=int(data_cfg.min_objects),
             max_objects=int(data_cfg.max_objects),
             seed=int(data_cfg.seed),
+            holdout=str(data_cfg.get("holdout", "none")),  # a config from before the split: contract v1
         )
     if name == "action_genome":
         from sg2video.data.action_genome import ActionGenomeDataset

@@ -4,6 +4,10 @@ A clip is a pure function of `(seed, split, index)`: its parameters come from a 
 with `[seed, split_id, index]`, so clips are reproducible on every machine and splits never overlap.
 Trajectories are drawn per clip (sequential rejection sampling keeps objects apart), and pixels are
 rasterised for a whole batch of clips at once with broadcasting.
+
+`holdout="compositional"` (the config's default, `data.holdout`) keeps a fixed set of triples and class pairs out
+of every train clip and builds half of val/test around them (sg2video.data.shapes_holdout); `holdout="none"`
+(this class's default) is contract v1 exactly, the same bytes as before the split existed.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sg2video.graphs import SceneGraph, Vocab
+from sg2video.data.shapes_holdout import HOLDOUT_MODES, Holdout, unseen_kind
+from sg2video.graphs import GraphKey, SceneGraph, Vocab
 
 COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("red", (255, 0, 0)),
@@ -94,9 +99,12 @@ class ShapesWorld:
         min_objects: int = 2,
         max_objects: int = 4,
         seed: int = 0,
+        holdout: str = "none",
     ) -> None:
         assert size >= 8 and frames >= 1, "size >= 8 and frames >= 1"
         assert 1 <= min_objects <= max_objects <= MAX_OBJECTS, "1 <= min_objects <= max_objects <= 8"
+        if holdout not in HOLDOUT_MODES:
+            raise ValueError(f"holdout must be one of {list(HOLDOUT_MODES)}, got {holdout!r}")
         self.size = size
         self.frames = frames
         self.min_objects = min_objects
@@ -108,6 +116,7 @@ class ShapesWorld:
         self.min_gap = 2 * self.radius + 2
         self._time = np.arange(frames, dtype=np.float64)[:, None]  # (T, 1)
         self.vocab = shapes_vocab()
+        self.holdout = Holdout.from_vocab(self.vocab) if holdout == "compositional" else None
 
     # -- parameters -------------------------------------------------------------------------
 
@@ -123,32 +132,92 @@ class ShapesWorld:
         return np.floor(pos + 0.5).astype(np.int32)
 
     def params(self, split: str, index: int) -> ClipParams:
-        """Rejection sampling: candidates come in blocks; the first that touches no placed object is kept.
+        """K, then the classes, then trajectories until one set fits (see `place` and the holdout).
 
         K, colours and shapes are drawn once: only trajectories are re-drawn, since re-drawing K with
         them would make crowded clips rarer than the spec's uniform K (e.g. K=6 of 2..6 at S=32: 13%).
+        With a holdout, classes are re-drawn only while they hold a held-out pair (a clip's K stays), and
+        trajectories while a frame holds a held-out triple, so the classes of a held-out triple still meet.
         """
         rng = np.random.default_rng([self.seed, SPLITS[split], index])
         num = int(rng.integers(self.min_objects, self.max_objects + 1))
-        colours = rng.permutation(len(COLOURS))[:num]
-        shapes = rng.integers(0, len(SHAPES), size=num)
+        kind = unseen_kind(split, index) if self.holdout is not None and self.max_objects >= 2 else None
+        if kind is None:
+            colours, shapes = self._classes(rng, num)
+            classes = class_id(colours, shapes)
+            guard = self.holdout is not None and self.holdout.may_hold_triple(classes)
+            accept = self._no_held_out_triple if guard else None
+        else:
+            colours, shapes, accept = self._unseen_classes(rng, max(num, 2), kind)
+            classes = class_id(colours, shapes)
         while True:
-            centres = np.zeros((num, self.frames, 2), dtype=np.int32)
-            centres[0] = self._trajectories(rng, 1)[0]
-            placed = 1
-            for _block in range(_MAX_BLOCKS):
-                if placed == num:
-                    break
-                candidates = self._trajectories(rng, _BLOCK)  # (B, T, 2)
-                for candidate in candidates:
-                    gaps = np.abs(centres[:placed] - candidate).max(axis=2)  # (placed, T) Chebyshev
-                    if gaps.min() >= self.min_gap:
-                        centres[placed] = candidate
-                        placed += 1
-                        if placed == num:
-                            break
-            if placed == num:
+            centres = self.place(rng, len(colours))
+            if centres is not None and (accept is None or accept(classes, centres)):
                 return ClipParams(colours.astype(np.int64), shapes.astype(np.int64), centres)
+
+    def _classes(self, rng: np.random.Generator, num: int) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct colours, independent shapes (v1's draw); again while they hold a held-out pair."""
+        while True:
+            colours = rng.permutation(len(COLOURS))[:num]
+            shapes = rng.integers(0, len(SHAPES), size=num)
+            if self.holdout is None or not self.holdout.has_pair(class_id(colours, shapes)):
+                return colours, shapes
+
+    def _unseen_classes(self, rng: np.random.Generator, num: int, kind: str):
+        """Classes around one held-out item drawn from the clip's stream: a triple's subject and object (and
+        the test that the triple holds in frame 0) or a pair's two classes, at random places in the clip's
+        object order, the other objects drawn as usual (distinct colours)."""
+        table = self.holdout.triple_ids if kind == "triple" else self.holdout.pair_ids
+        row = table[int(rng.integers(len(table)))]
+        forced = row[[0, 2]] if kind == "triple" else row
+        others = rng.permutation(len(COLOURS))
+        others = others[~np.isin(others, forced // len(SHAPES))][: num - 2]
+        order = rng.permutation(num)
+        colours = np.concatenate([forced // len(SHAPES), others])[order]
+        shapes = np.concatenate([forced % len(SHAPES), rng.integers(0, len(SHAPES), size=num - 2)])[order]
+        if kind != "triple":
+            return colours, shapes, None
+        a, b = int(np.flatnonzero(order == 0)[0]), int(np.flatnonzero(order == 1)[0])
+
+        def holds_in_first_frame(_classes: np.ndarray, centres: np.ndarray) -> bool:
+            return int(relation(*(centres[b, 0] - centres[a, 0]))) == int(row[1])
+
+        return colours, shapes, holds_in_first_frame
+
+    def _no_held_out_triple(self, classes: np.ndarray, centres: np.ndarray) -> bool:
+        ii, jj = np.triu_indices(len(classes), k=1)
+        d = centres[jj] - centres[ii]  # (pairs, T, 2)
+        return not self.holdout.has_triple(classes, ii, relation(d[..., 0], d[..., 1]), jj)
+
+    def place(self, rng: np.random.Generator, num: int) -> np.ndarray | None:
+        """Rounded centres (num, T, 2) placed one object at a time: candidates come in blocks, the first that
+        touches no placed object is kept; None when `_MAX_BLOCKS` blocks did not place them all."""
+        centres = np.zeros((num, self.frames, 2), dtype=np.int32)
+        centres[0] = self._trajectories(rng, 1)[0]
+        placed = 1
+        for _block in range(_MAX_BLOCKS):
+            if placed == num:
+                break
+            candidates = self._trajectories(rng, _BLOCK)  # (B, T, 2)
+            for candidate in candidates:
+                gaps = np.abs(centres[:placed] - candidate).max(axis=2)  # (placed, T) Chebyshev
+                if gaps.min() >= self.min_gap:
+                    centres[placed] = candidate
+                    placed += 1
+                    if placed == num:
+                        break
+        return centres if placed == num else None
+
+    def graph_key(self, p: ClipParams) -> tuple[GraphKey, ...]:
+        """`sg2video.graphs.clip_key` of the clip's per-frame graphs, from its parameters alone (no pixels,
+        no tensors): what the eval stage looks eval graphs up in tens of thousands of train clips with."""
+        classes = class_id(p.colours, p.shapes).tolist()
+        ii, jj = np.triu_indices(len(classes), k=1)
+        d = p.centres[jj] - p.centres[ii]
+        preds = relation(d[..., 0], d[..., 1]).T.tolist()  # (T, pairs)
+        objs = tuple(sorted(classes))
+        subjects, objects = [classes[i] for i in ii], [classes[j] for j in jj]
+        return tuple((objs, tuple(sorted(zip(subjects, frame, objects)))) for frame in preds)
 
     # -- pixels and graphs ------------------------------------------------------------------
 

@@ -22,7 +22,10 @@ those graphs:
   graphs (per-frame graph sequences, `clip_key`, the unit clip retrieval compares); and
   `graph_repeat_share_gallery100`, the share of clips whose clip graph another clip of the same gallery also
   has, over the seeded disjoint galleries of 100 clips the encoder's retrieval draws (`gallery_indices`, seed
-  0; one gallery of all clips when there are fewer, its size in `repeat_gallery_size`).
+  0; one gallery of all clips when there are fewer, its size in `repeat_gallery_size`);
+- `heldout_share` (the shapes world only, else NaN): the share of clips holding, in any frame, a triple or a
+  class pair that `data.holdout=compositional` keeps out of training (sg2video.data.shapes_holdout): 0 for its
+  train split, 0.5 for its val and test, what chance gives under `data.holdout=none`.
 
 Histograms (counts by name): object classes, predicates and node degrees, drawn by `plot_histograms`.
 """
@@ -58,6 +61,7 @@ ROWS = (
     ("distinct clip graphs (per-frame graph sequences)", "distinct_clip_graphs"),
     (f"clips whose graph repeats in a gallery of {REPEAT_GALLERY}", f"graph_repeat_share_gallery{REPEAT_GALLERY}"),
     ("repeat gallery size (clips)", "repeat_gallery_size"),
+    ("clips holding a held-out combination (shapes)", "heldout_share"),
 )
 
 
@@ -99,9 +103,11 @@ def split_stats(label: str, clips: Iterable[Sequence[SceneGraph]], vocab: Vocab,
     num_clips = frames = changes = 0
     graphs: list[SceneGraph] = []
     clip_keys: list[tuple] = []
+    holdout, held_out = _shapes_holdout(vocab), 0
     for clip in clips:
         segments = relation_segments(clip)
         clip_keys.append(clip_key(clip))
+        held_out += holdout is not None and holdout.clip_is_unseen(clip)
         num_clips += 1
         frames += len(clip)
         changes += len(segments) - 1
@@ -134,8 +140,17 @@ def split_stats(label: str, clips: Iterable[Sequence[SceneGraph]], vocab: Vocab,
         "distinct_clip_graphs": len(set(clip_keys)),
         f"graph_repeat_share_gallery{REPEAT_GALLERY}": float((same > 1).double().mean()) if num_clips else math.nan,
         "repeat_gallery_size": int(same.shape[1]) if num_clips else 0,
+        "heldout_share": held_out / num_clips if holdout is not None and num_clips else math.nan,
     }
     return SplitStats(label, values, classes, predicates, Counter(degrees.tolist()))
+
+
+def _shapes_holdout(vocab: Vocab):
+    """The compositional split's held-out set when `vocab` is the shapes world's, else None."""
+    from sg2video.data.shapes import shapes_vocab
+    from sg2video.data.shapes_holdout import Holdout
+
+    return Holdout.from_vocab(vocab) if vocab == shapes_vocab() else None
 
 
 # -- writing -----------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Everything is inside the file: images and GIFs as base64 `data:` URIs, plots rendered to PNG by matplotlib's
 Agg backend (a `Figure`, no pyplot), inline CSS, no scripts. All text from configs, metrics and captions is
-escaped. Sections: the config that matters, the metrics table (missing or NaN values read "n/a"), a note on
+escaped. Sections: the config that matters, the model beside its controls (sg2video.eval.report_controls: the
+unconditional and the relation control, seen and unseen combinations, how far above the relation control the
+model's relations are), the metrics table (missing or NaN values read "n/a"), a note on
 which features the fidelity numbers used, the training curves (from TensorBoard or given), and the samples:
 each generated video beside its scene graph's picture and the ground-truth clip when there is one.
 """
@@ -22,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from sg2video.eval.report_controls import controls_html
 from sg2video.video_io import write_atomic
 
 __all__ = ["read_scalars", "summarize_config", "write_report", "MAX_EMBED_BYTES"]
@@ -340,7 +343,7 @@ def write_report(
     page = html_page(title, f"""<p class="meta">Run directory <code>{html.escape(str(run_dir))}</code>, report written {generated}.</p>
 <h2>Configuration</h2>
 {_table("config", _flatten(config_summary)) if config_summary else '<p class="note">No configuration given.</p>'}
-<h2>Metrics</h2>
+{controls_html(metrics)}<h2>Metrics</h2>
 {_table("metrics", _flatten(metrics)) if metrics else '<p class="note">No metrics.</p>'}
 {_features_note(metrics)}
 <h2>Training curves</h2>

@@ -87,6 +87,68 @@ def _headline_keys(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if "/" not in k}
 
 
+# -- the compositional split and the relation control ------------------------------------------------
+
+SPLIT_KEYS = ("object_accuracy", "relation_accuracy", "colour_accuracy", "relation_accuracy_detected")
+
+
+def relation_free(graph_lists: GraphLists) -> list[list[SceneGraph]]:
+    """The same objects with no relations and no boxes: what the relation control draws its layouts for."""
+    return [[SceneGraph(g.objs, torch.zeros(0, 3, dtype=torch.long)) for g in frames] for frames in graph_lists]
+
+
+def holdout_metrics(videos: torch.Tensor, graph_lists: GraphLists, in_training: Sequence[bool] | None) -> dict:
+    """Compliance of the graphs holding a held-out combination (`unseen/...`) and of the others (`seen/...`)
+    apart, and relation accuracy pooled over (frame, triple) rows of held-out triples alone
+    (`heldout_triples/...`) and of triples joining a held-out pair (`heldout_pairs/...`)."""
+    from sg2video.data.shapes import shapes_vocab
+    from sg2video.data.shapes_holdout import Holdout
+
+    holdout = Holdout.from_vocab(shapes_vocab())
+    unseen = [holdout.clip_is_unseen(graphs) for graphs in graph_lists]
+    out = {}
+    for name, wanted in (("unseen", True), ("seen", False)):
+        rows = [i for i, flag in enumerate(unseen) if flag == wanted]
+        scores = compliance_metrics(videos[rows], [graph_lists[i] for i in rows]) if rows else {}
+        out[f"{name}/graphs"] = len(rows)
+        out.update({f"{name}/{key}": scores.get(key, math.nan) for key in SPLIT_KEYS})
+        if in_training is not None:
+            out[f"{name}/graphs_in_training"] = int(sum(in_training[i] for i in rows))
+    for name, mask_of in (("heldout_triples", holdout.triple_mask), ("heldout_pairs", holdout.pair_triple_mask)):
+        accuracy, count = pooled_relation_accuracy(videos, graph_lists, mask_of)
+        out.update({f"{name}/relation_accuracy": accuracy, f"{name}/count": count})
+    return out
+
+
+def pooled_relation_accuracy(videos: torch.Tensor, graph_lists: GraphLists, mask_of) -> tuple[float, int]:
+    """Relation accuracy over the (frame, triple) rows `mask_of(graph)` keeps, pooled over videos (a held-out
+    triple is rare, so a per-video mean would weigh one row like a whole video), and how many rows."""
+    from sg2video.eval.compliance import check_video
+
+    correct = total = 0
+    for video, graphs in zip(videos, graph_lists):
+        kept = [SceneGraph(g.objs, g.triples[torch.from_numpy(mask_of(g))]) for g in graphs]
+        if any(g.num_triples for g in kept):
+            result = check_video(video.numpy(), kept)
+            correct += int(result.relation_correct_per_frame.sum())
+            total += int(result.relations_per_frame.sum())
+    return (correct / total if total else math.nan), total
+
+
+def graphs_in_training(data_cfg, graph_lists: GraphLists, clips: int) -> list[bool] | None:
+    """Which eval clips' graphs (`sg2video.graphs.clip_key`: per-frame graphs, object order aside) occur verbatim
+    among train clips 0..clips-1. The shapes world gives their keys from its parameters without rendering (about
+    10k clips/s); None for a dataset that would have to be read clip by clip."""
+    from sg2video.graphs import clip_key
+
+    dataset = build_dataset(data_cfg, "train")
+    world = getattr(dataset, "world", None)
+    if not hasattr(world, "graph_key") or clips <= 0:
+        return None
+    keys = {world.graph_key(world.params("train", i)) for i in range(min(clips, len(dataset)))}
+    return [clip_key(graphs) in keys for graphs in graph_lists]
+
+
 def segment_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
     """Compliance per timeline segment (runs of frames with the same relations), pooled over videos: the first
     segment, the later ones, and the worst segment of any video."""

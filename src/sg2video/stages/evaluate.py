@@ -7,10 +7,18 @@ order the stage runs them (each a function below; all into `metrics.json["eval"]
 - headline compliance (shapes world): object / relation / colour accuracy, extra objects, per predicate, of the
   box-free samples (top-level keys, and what the sweeper gets); `identity/...`: whether each object keeps its
   colour and shape from frame to frame (kept, pop rate, shape change rate);
+- `eval_graphs_in_training`: how many of these graphs occur verbatim (object order aside) in train clips
+  0..`eval.training_clips`-1; with `data.holdout=compositional`, the same compliance for graphs holding an unseen
+  combination (`unseen/...`) and for the others (`seen/...`) apart, and relation accuracy over held-out triples
+  alone (`heldout_triples/...`) and over triples joining a held-out pair (`heldout_pairs/...`);
 - `given_boxes/...`: the same graphs with the data's boxes (a layout-conditioned model only: what it does when
   handed the layout); `box_head/...`: boxes from the encoder's box head (the sg2im baseline) when the layout
   model is the default;
 - `control_uncond/...`: the same model with its condition dropped (guidance 0): conditioning must beat it;
+- `control_norel/...`: the relation control: the same model and objects, the graph's relations removed (a
+  layout model draws a layout for the objects alone), scored against the original relations: what drawing the
+  right objects in plausible but arbitrary places scores (relations ~0.35 under the checker's rules);
+  `control_norel/relation_margin` is the model's relation accuracy on the same graphs minus the control's;
 - `diversity/...`: several samples of one graph: how far apart the same object lands, and the pixel difference;
 - `long/...`: held-out clips of `eval.long_frames` frames, box-free, made chunk by chunk: compliance per
   timeline segment, and `long/teleport_rate`, the share of frame-to-frame object moves longer than any the
@@ -73,6 +81,20 @@ def headline(ctx: EvalContext) -> dict:
     return out
 
 
+def combinations(ctx: EvalContext) -> dict:
+    """How many eval graphs training shows verbatim and, under the compositional split, seen and unseen apart."""
+    if not ctx.is_shapes:
+        return {}
+    found = m.graphs_in_training(ctx.cfg.data, ctx.graph_lists, int(ctx.cfg.eval.training_clips))
+    out = {}
+    if found is not None:
+        out = {"eval_graphs_in_training": int(sum(found)),
+               "training_clips_checked": min(int(ctx.cfg.eval.training_clips), int(ctx.cfg.data.train_size))}
+    if str(ctx.cfg.data.get("holdout", "none")) == "compositional":
+        out.update(m.holdout_metrics(ctx.videos, ctx.graph_lists, found))
+    return out
+
+
 def given_boxes(ctx: EvalContext) -> dict:
     """A layout-reading model handed the data's boxes; and the encoder's box head (the sg2im layout)."""
     if not (ctx.is_shapes and ctx.video_gen.reads_boxes):
@@ -93,6 +115,20 @@ def control(ctx: EvalContext) -> dict:
     videos = m.generate_for_graphs(ctx.video_gen, ctx.few, ctx.cfg, guidance=0.0, layout=ctx.layout)
     return {f"control_uncond/{k}": v for k, v in
             m._headline_keys(m.compliance_metrics(videos, ctx.graph_lists[: len(ctx.few)])).items()}
+
+
+def relation_control(ctx: EvalContext) -> dict:
+    """The same model and objects with the relations removed before the layout is drawn (a model that reads no
+    boxes gets the relation-free graph itself), scored against the original relations; same seeds as the
+    headline. The margin compares the model with it on the same graphs."""
+    if not ctx.is_shapes:
+        return {}
+    graphs = ctx.graph_lists[: len(ctx.few)]
+    videos = m.generate_for_graphs(ctx.video_gen, m.relation_free(ctx.few), ctx.cfg, ctx.guidance, ctx.layout)
+    out = {f"control_norel/{k}": v for k, v in m._headline_keys(m.compliance_metrics(videos, graphs)).items()}
+    model = m.compliance_metrics(ctx.videos[: len(ctx.few)], graphs)["relation_accuracy"]
+    out["control_norel/relation_margin"] = model - out["control_norel/relation_accuracy"]
+    return out
 
 
 def diversity(ctx: EvalContext) -> dict:
@@ -141,8 +177,9 @@ def fidelity(ctx: EvalContext) -> dict:
 
 # The measurements, in the order the stage runs them (the first makes the samples the later ones score).
 MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
-    ("held-out graphs without boxes", headline), ("with given boxes, box head", given_boxes),
-    ("unconditional control", control), ("diversity", diversity), ("long videos", long_videos),
+    ("held-out graphs without boxes", headline), ("seen and unseen combinations", combinations),
+    ("with given boxes, box head", given_boxes), ("unconditional control", control),
+    ("relation control", relation_control), ("diversity", diversity), ("long videos", long_videos),
     ("manipulation", manipulation), ("SG score", sg_score), ("fidelity", fidelity),
 ]
 
@@ -193,12 +230,28 @@ def headline_line(cfg: DictConfig, metrics: dict) -> str:
     line = (f"[eval] {metrics['num_samples']} held-out graphs without boxes ({how}): object accuracy "
             f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
             f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
-            f"{metrics['control_uncond/relation_accuracy']:.3f}); objects kept through the clip "
-            f"{metrics['identity/kept']:.3f}")
+            f"{metrics['control_uncond/relation_accuracy']:.3f}{_relation_control_text(metrics)}); objects kept "
+            f"through the clip {metrics['identity/kept']:.3f}")
+    if "unseen/object_accuracy" in metrics:
+        line += (f"; unseen combinations ({metrics['unseen/graphs']} graphs) {metrics['unseen/object_accuracy']:.3f} / "
+                 f"{metrics['unseen/relation_accuracy']:.3f}, seen ({metrics['seen/graphs']}) "
+                 f"{metrics['seen/object_accuracy']:.3f} / {metrics['seen/relation_accuracy']:.3f}, held-out triples "
+                 f"{metrics['heldout_triples/relation_accuracy']:.3f}")
+    if "eval_graphs_in_training" in metrics:
+        line += (f"; {metrics['eval_graphs_in_training']} of {metrics['num_samples']} graphs occur in the first "
+                 f"{metrics['training_clips_checked']} train clips")
     if "given_boxes/object_accuracy" in metrics:
         line += (f"; with the data's boxes {metrics['given_boxes/object_accuracy']:.3f} / "
                  f"{metrics['given_boxes/relation_accuracy']:.3f}")
     return line
+
+
+def _relation_control_text(metrics: dict) -> str:
+    if "control_norel/relation_accuracy" not in metrics:
+        return ""
+    return (f"; relation control: {metrics['control_norel/object_accuracy']:.3f} / "
+            f"{metrics['control_norel/relation_accuracy']:.3f}, relations "
+            f"{metrics['control_norel/relation_margin']:+.3f} above it")
 
 
 def _report(cfg: DictConfig, run_dir: Path, samples: list[dict]) -> Path:

@@ -59,6 +59,7 @@ def markdown(summary: Summary) -> str:
                  "Cells: mean ± sample std over seeds (n runs).")
     if summary.common:
         lines.append("Common overrides: " + ", ".join(f"`{k}={v}`" for k, v in summary.common.items()) + ".")
+    lines += _column_notes(summary)
     lines.append("")
     header = ["arm", "runs", *(name for name, _, _ in summary.columns)]
     lines.append("| " + " | ".join(header) + " |")
@@ -77,6 +78,21 @@ def markdown(summary: Summary) -> str:
         lines += ["", f"{len(failed)} of {len(summary.jobs)} jobs failed: "
                   + ", ".join(f"{job.num} ({job.failure})" for job in failed) + "."]
     return "\n".join(lines) + "\n"
+
+
+# what a reader needs to read a column, said once under the title when the table has the column
+COLUMN_NOTES = {
+    "control_norel/relation_accuracy": "Relation control: the same model and objects, laid out with the graph's "
+    "relations removed and scored against them (right objects in arbitrary places: ~0.35); \"above the relation "
+    "control\" is the model's relation accuracy minus the control's on the same graphs, per run.",
+    "unseen/relation_accuracy": "Unseen / seen: held-out graphs with / without a combination the compositional "
+    "split keeps out of training (`data.holdout=compositional`).",
+}
+
+
+def _column_notes(summary: Summary) -> list[str]:
+    shown = {key for _, _, key in summary.columns}
+    return [note for key, note in COLUMN_NOTES.items() if key in shown]
 
 
 # -- training curves (eval.curve_every) -------------------------------------------------------------
