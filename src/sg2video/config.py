@@ -84,7 +84,7 @@ def validate_data(cfg: DictConfig) -> None:
     from sg2video.schema import DATA_SCHEMAS, DataSchema, check_node
 
     check_node(cfg.data, DATA_SCHEMAS.get(cfg.data.name, DataSchema), "data.")
-    if cfg.data.name == "shapes" and cfg.data.min_objects > cfg.data.max_objects:
+    if cfg.data.name in ("shapes", "household") and cfg.data.min_objects > cfg.data.max_objects:
         raise ConfigError(f"data.min_objects={cfg.data.min_objects} is above data.max_objects={cfg.data.max_objects}")
     _check_data_root(cfg)
 

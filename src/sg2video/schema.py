@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sg2video.data import DATASET_NAMES
 from sg2video.data.coco_stuff import RELATION_MODES
 from sg2video.data.fit import RESIZE_MODES
+from sg2video.data.household import MAX_OBJECTS as HOUSEHOLD_MAX_OBJECTS, SIZES as HOUSEHOLD_SIZES
 from sg2video.data.shapes_holdout import HOLDOUT_MODES
 from sg2video.diffusion import SPACES
 from sg2video.diffusion.gaussian import LOSSES, PARAMETERIZATIONS, SNR_WEIGHTINGS
@@ -56,6 +57,18 @@ class ShapesDataSchema(DataSchema):
     layout_frames: Optional[int] = key(ge=1)
     seed: int = key()
     holdout: str = key(choices=HOLDOUT_MODES)
+    train_size: int = key(ge=1)
+    val_size: int = key(ge=1)
+    test_size: int = key(ge=1)
+
+
+@dataclass
+class HouseholdDataSchema(DataSchema):
+    size: int = key(choices=HOUSEHOLD_SIZES)  # sprites scale by size // 32 (16: painted at 32, every other pixel)
+    min_objects: int = key(ge=2, le=HOUSEHOLD_MAX_OBJECTS)  # graph objects, the person included
+    max_objects: int = key(ge=2, le=HOUSEHOLD_MAX_OBJECTS)
+    layout_frames: Optional[int] = key(ge=1)
+    seed: int = key()
     train_size: int = key(ge=1)
     val_size: int = key(ge=1)
     test_size: int = key(ge=1)
@@ -116,7 +129,7 @@ class GifFolderDataSchema(FileDataSchema):
     stride: Optional[int] = key(ge=1)
 
 
-DATA_SCHEMAS = {"shapes": ShapesDataSchema, "action_genome": ActionGenomeDataSchema,
+DATA_SCHEMAS = {"shapes": ShapesDataSchema, "household": HouseholdDataSchema, "action_genome": ActionGenomeDataSchema,
                 "visual_genome": VisualGenomeDataSchema, "coco_stuff": CocoStuffDataSchema,
                 "gif_folder": GifFolderDataSchema}
 

@@ -6,7 +6,8 @@ from typing import Any
 from sg2video.errors import ConfigError
 
 SPLIT_NAMES = ("train", "val", "test")
-DATASET_NAMES = ("shapes", "action_genome", "visual_genome", "coco_stuff", "gif_folder")  # `data=` (build_dataset)
+DATASET_NAMES = ("shapes", "action_genome", "visual_genome", "coco_stuff", "gif_folder",
+                 "household")  # `data=` (build_dataset)
 DATASETS_WITH_ROOT = ("action_genome", "visual_genome", "coco_stuff", "gif_folder")
 
 
@@ -52,6 +53,12 @@ def _build_one(data_cfg: Any, split: str):
             seed=int(data_cfg.seed),
             holdout=str(data_cfg.get("holdout", "none")),  # a config from before the split: contract v1
         )
+    if name == "household":
+        from sg2video.data.household import HouseholdDataset
+
+        return HouseholdDataset(split=split, length=int(data_cfg[f"{split}_size"]), size=int(data_cfg.size),
+                                frames=int(data_cfg.frames), min_objects=int(data_cfg.min_objects),
+                                max_objects=int(data_cfg.max_objects), seed=int(data_cfg.seed))
     if name == "action_genome":
         from sg2video.data.action_genome import ActionGenomeDataset
 
