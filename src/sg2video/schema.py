@@ -286,6 +286,7 @@ class DiffusionSchema:
     guidance: float = key(ge=0.0)
     cond_dropout: float = key(ge=0.0, le=1.0)
     prefix_dropout: float = key(ge=0.0, le=1.0)
+    relation_dropout: float = key(ge=0.0, le=1.0)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from omegaconf import DictConfig
 from sg2video.config import to_dict, uses_layout_model
 from sg2video.data.clips import collate_clips
 from sg2video.denoiser import Denoiser, build_unet, encode_condition
+from sg2video.graphs import GraphBatch
+from sg2video.layout.train import drop_relations
 from sg2video.logs import say
 from sg2video.rundir import add_curve_point, stage_checkpoint
 from sg2video.sampling import build_diffusion, generator_from_state
@@ -25,15 +27,22 @@ class DiffusionTask:
     def __init__(self, denoiser, encoder, autoencoder, diffusion, model_cfg: DictConfig,
                  objective_cfg: DictConfig | None = None):
         """model_cfg: the `model` group (prefix_frames); objective_cfg: the `diffusion` group (cond_dropout,
-        prefix_dropout; without it, or for keys it lacks, model_cfg's old names cfg_dropout / prefix_dropout)."""
+        prefix_dropout, relation_dropout; without it, or for keys it lacks, model_cfg's old names cfg_dropout /
+        prefix_dropout)."""
         self.model = denoiser
         self.encoder, self.autoencoder, self.diffusion = encoder, autoencoder, diffusion
         self.prefix_frames = int(model_cfg.prefix_frames)
         self.cond_dropout, self.prefix_dropout = objective_settings(objective_cfg, model_cfg)
+        self.relation_dropout = float((objective_cfg or {}).get("relation_dropout", None) or 0.0)
 
     def loss(self, model, batch, step):
         B, T = batch.batch_size, batch.num_frames
-        cond = encode_condition(self.encoder, batch.graphs, B, T, "given")  # trains on the data's boxes
+        graphs = batch.graphs
+        if self.relation_dropout > 0:  # graphs as people write them: some pairs unrelated (the boxes stay)
+            frames = graphs.unpack()
+            clips = drop_relations([frames[b * T : (b + 1) * T] for b in range(B)], self.relation_dropout)
+            graphs = GraphBatch.pack([g for clip in clips for g in clip]).to(graphs.device)
+        cond = encode_condition(self.encoder, graphs, B, T, "given")  # trains on the data's boxes
         still = [bool(source.get("still", False)) for source in batch.sources]
         if any(still):  # image items of image-video co-training: temporal attention keeps their frames apart
             cond.still = torch.tensor(still, device=batch.video.device)[:, None].expand(B, T)
