@@ -169,6 +169,35 @@ def test_box_grounding_gate_is_the_only_way_boxes_enter_the_keys():
     assert (grounding(vectors, boxes) - grounding(vectors, boxes.flip(0))).abs().max() > 1e-4
 
 
+def test_relation_dropout_makes_training_graphs_as_sparse_as_written_ones():
+    """With relation dropout the diffusion objective sees clips that lost the triples of some object pairs, the
+    same pairs in every frame of a clip, with every object and box kept; without it the graphs pass unchanged."""
+    from sg2video.data.clips import collate_clips
+    from sg2video.data.shapes import ShapesDataset
+    from sg2video.stages.diffusion import sparser_graphs
+
+    data = ShapesDataset("train", 64, size=16, frames=3, min_objects=3, max_objects=4)
+    batch = collate_clips(data.__getitems__(list(range(16))))
+    graphs = batch.graphs
+    assert sparser_graphs(graphs, 16, 3, 0.0) is graphs
+    sparse = sparser_graphs(graphs, 16, 3, 1.0)
+    assert torch.equal(sparse.objs, graphs.objs) and torch.equal(sparse.boxes, graphs.boxes)
+    before, after = graphs.unpack(), sparse.unpack()
+    dropped_share = []
+    for clip in range(16):
+        pairs = []
+        for t in range(3):
+            full, kept = before[clip * 3 + t], after[clip * 3 + t]
+            pairs.append({tuple(sorted((int(s), int(o)))) for s, _, o in kept.triples.tolist()})
+            assert kept.num_triples <= full.num_triples
+            full_rows = {tuple(r) for r in full.triples.tolist()}
+            assert all(tuple(r) in full_rows for r in kept.triples.tolist())  # only removed, never changed
+        assert pairs[0] == pairs[1] == pairs[2]  # the same pairs lose their relations in every frame
+        dropped_share.append(1 - after[clip * 3].num_triples / before[clip * 3].num_triples)
+    # each pair is dropped with probability 1 - 0.5^2 = 0.75 (either of its two draws)
+    assert 0.5 < float(np.mean(dropped_share)) < 0.9
+
+
 # ---------------------------------------------------------------- old names
 
 

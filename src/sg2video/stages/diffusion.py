@@ -37,11 +37,7 @@ class DiffusionTask:
 
     def loss(self, model, batch, step):
         B, T = batch.batch_size, batch.num_frames
-        graphs = batch.graphs
-        if self.relation_dropout > 0:  # graphs as people write them: some pairs unrelated (the boxes stay)
-            frames = graphs.unpack()
-            clips = drop_relations([frames[b * T : (b + 1) * T] for b in range(B)], self.relation_dropout)
-            graphs = GraphBatch.pack([g for clip in clips for g in clip]).to(graphs.device)
+        graphs = sparser_graphs(batch.graphs, B, T, self.relation_dropout)
         cond = encode_condition(self.encoder, graphs, B, T, "given")  # trains on the data's boxes
         still = [bool(source.get("still", False)) for source in batch.sources]
         if any(still):  # image items of image-video co-training: temporal attention keeps their frames apart
@@ -53,6 +49,17 @@ class DiffusionTask:
         terms = self.diffusion.training_loss(model, x0, cond, prefix_frames=self.prefix_frames,
                                              cond_dropout=self.cond_dropout, prefix_dropout=self.prefix_dropout)
         return {k: v for k, v in terms.items() if v.dim() == 0}
+
+
+def sparser_graphs(graphs: GraphBatch, clips: int, frames: int, probability: float) -> GraphBatch:
+    """Graphs as people write them: with `probability`, a clip loses the triples of a random subset of its object
+    pairs (each pair with probability 3/4) in every frame; objects and boxes stay (`drop_relations`, as the layout
+    stage trains)."""
+    if probability <= 0:
+        return graphs
+    per_frame = graphs.unpack()
+    pruned = drop_relations([per_frame[b * frames : (b + 1) * frames] for b in range(clips)], probability)
+    return GraphBatch.pack([g for clip in pruned for g in clip]).to(graphs.device)
 
 
 # the objective's keys where no config gives them (the defaults of conf/diffusion/default.yaml)
