@@ -47,7 +47,7 @@ CASES = [
     ("config", ["diffusion.sampler=euler"], "diffusion.sampler='euler' is not accepted (accepted: ddpm, ddim)"),
     ("config", ["train.precision=fp8"], "train.precision='fp8' is not accepted (accepted: fp32, bf16, fp16)"),
     ("config", ["device=tpu"], "device='tpu' is not a device (accepted: auto, cpu, cuda, cuda:N)"),
-    ("config", ["data=nope"], "Could not find 'data/nope' (accepted: action_genome, coco_stuff, gif_folder, shapes, visual_genome)"),
+    ("config", ["data=nope"], "Could not find 'data/nope' (accepted: action_genome, coco_stuff, gif_folder, household, shapes, visual_genome)"),
     ("config", ["layout=nope"], "Could not find 'layout/nope' (accepted: given, head, sampled)"),
     ("config", ["train.lrr=1"], "Could not override 'train.lrr'"),
     ("config", ["+experiment=nope"], "Could not find 'experiment/nope'"),

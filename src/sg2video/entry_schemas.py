@@ -1,4 +1,4 @@
-"""The entry points' own keys (src/run.py, sample.py, prepare.py, inspect_data.py, data_stats.py,
+"""The entry points' own keys (src/run.py, sample.py, serve.py, prepare.py, inspect_data.py, data_stats.py,
 inspect_embeddings.py): one typed schema each; the config groups' schemas are in sg2video.schema."""
 from __future__ import annotations
 
@@ -55,6 +55,31 @@ class SampleSchema:
 
 
 @dataclass
+class ServeSchema:
+    """src/serve.py's keys: the server's, and the defaults and limits of the requests it takes."""
+
+    ckpt: str = key()
+    host: str = key()
+    port: int = key(ge=0, le=65535)  # 0: a free port, named in the printed URL
+    device: str = key()
+    num: int = key(ge=1)
+    seed: int = key(ge=0)
+    sampler: str = key(choices=SAMPLER_NAMES)
+    steps: int = key(ge=1)
+    eta: float = key(ge=0.0, le=1.0)
+    guidance: float = key(ge=0.0)
+    layout: Any = MISSING  # run.py's `layout` group, as in sample.py: the default source of boxes
+    fps: int = key(ge=1, le=100)
+    max_frames: int = key(ge=1)
+    max_num: int = key(ge=1, le=64)
+    max_steps: int = key(ge=1)
+    max_request_kb: int = key(ge=1, le=65536)
+    max_queue: int = key(ge=1)
+    keep_results: int = key(ge=1)
+    abandon_s: float = key(gt=0.0)
+
+
+@dataclass
 class PrepareSchema:
     unpickle_ok: bool = key()
     data: Any = MISSING
@@ -94,5 +119,5 @@ class InspectEmbeddingsSchema:
     data3: Optional[Any] = key()
 
 
-ENTRY_SCHEMAS = {"config": RunSchema, "sample": SampleSchema, "prepare": PrepareSchema, "inspect": InspectSchema,
-                 "data_stats": DataStatsSchema, "inspect_embeddings": InspectEmbeddingsSchema}
+ENTRY_SCHEMAS = {"config": RunSchema, "sample": SampleSchema, "serve": ServeSchema, "prepare": PrepareSchema,
+                 "inspect": InspectSchema, "data_stats": DataStatsSchema, "inspect_embeddings": InspectEmbeddingsSchema}
