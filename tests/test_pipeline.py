@@ -62,7 +62,7 @@ def test_groups_compose_and_validate(encoder, cond):
         ("data=action_genome", "data.root is not set"),
         ("data=action_genome data.root=/no/such/dir", "data.root='/no/such/dir' does not exist"),
         ("diffusion.sampler=euler", "diffusion.sampler='euler' is not accepted"),
-        ("data=nope", "Could not find 'data/nope' (accepted: action_genome, coco_stuff, gif_folder, shapes"),
+        ("data=nope", "Could not find 'data/nope' (accepted: action_genome, coco_stuff, gif_folder, household, shapes"),
     ],
 )
 def test_bad_values_are_one_line_exit_2_and_write_nothing(tmp_path, override, message):
