@@ -143,7 +143,7 @@ def _train_tiny(mode: str, steps: int, **model_keys):
     from sg2video.data.clips import collate_clips
     from sg2video.encoder.pretrain import build_pretrainer
     from sg2video.denoiser import Denoiser
-    from sg2video.sampling import VideoGenerator, build_diffusion
+    from sg2video.sampling import DiffusionVideoGenerator, build_diffusion
     from sg2video.stages.diffusion import DiffusionTask
     from sg2video.unet import build_unet
 
@@ -167,8 +167,8 @@ def _train_tiny(mode: str, steps: int, **model_keys):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return VideoGenerator(denoiser.eval(), encoder, diffusion, data.vocab, clip_frames=2, prefix_frames=0, size=16,
-                          channels=3, latent_size=16)
+    return DiffusionVideoGenerator(denoiser.eval(), encoder, diffusion, data.vocab, clip_frames=2, prefix_frames=0,
+                                   size=16, channels=3, latent_size=16)
 
 
 # measured (300 steps, one thread, 16 graphs): graph-only crossattn follows the swap in 12 of 16 graphs, pooled

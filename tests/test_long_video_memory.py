@@ -52,7 +52,7 @@ def measure() -> dict:
     from sg2video.diffusion import plan_chunks
     from sg2video.encoder.pretrain import build_pretrainer
     from sg2video.denoiser import Denoiser, build_unet
-    from sg2video.sampling import VideoGenerator, build_diffusion
+    from sg2video.sampling import DiffusionVideoGenerator, build_diffusion
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def measure() -> dict:
     # objects never touch); only the graphs' sizes matter here
     graphs = [(item["graphs"] * max(LENGTHS))[: max(LENGTHS)] for item in dataset.__getitems__(list(range(BATCH)))]
     cond_dim = int(cfg.encoder.cond_dim)
-    generator = VideoGenerator(
+    generator = DiffusionVideoGenerator(
         Denoiser(build_unet(cfg.model, 3, cond_dim), dataset.vocab.num_objects, cond_dim),
         build_pretrainer(cfg.encoder, dataset.vocab, SIZE).graph_encoder, build_diffusion(cfg.diffusion),
         dataset.vocab, clip_frames=clip_frames, prefix_frames=prefix, size=SIZE, channels=3, latent_size=SIZE)

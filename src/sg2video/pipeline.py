@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sg2video.atomic import copy_atomic, write_text_atomic
 from sg2video.logs import say
-from sg2video.config import (config_hash, generator_stage, migrate_renamed_keys, to_dict, uses_autoencoder,
-                             uses_layout_model, validate)
+from sg2video.config import config_hash, migrate_renamed_keys, to_dict, uses_autoencoder, uses_layout_model, validate
+from sg2video.errors import UserError
+from sg2video.generators import GENERATORS, generator_for_model, import_ref
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
 from sg2video.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 
@@ -37,9 +39,10 @@ def run_dir_of(cfg: DictConfig) -> Path:
 
 
 def stage_plan(cfg: DictConfig) -> list[str]:
+    """The stages `stage=` asks for, in order; `all`: [autoencoder,] encoder, [layout,] the generator's, eval."""
     if cfg.stage != "all":
         return [cfg.stage]
-    plan = ["encoder", generator_stage(cfg), "eval"]
+    plan = ["encoder", generator_for_model(str(cfg.model.name)).stage, "eval"]
     if uses_layout_model(cfg):
         plan.insert(1, "layout")
     if uses_autoencoder(cfg):
@@ -47,7 +50,45 @@ def stage_plan(cfg: DictConfig) -> list[str]:
     return plan
 
 
-CACHED_STAGES = ("autoencoder", "encoder", "layout")
+# -- the stages ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's function `(cfg, run_dir, info) -> result` ("module:function": imported when the stage runs), and
+    whether a finished result is shared through the stage cache (`cache_dir`; its module must be
+    `sg2video.stages.<name>`: the cache key hashes that module's imports)."""
+
+    function: str | Callable[[DictConfig, Path, DistInfo], Any]
+    cached: bool = False
+
+
+# The pipeline's own stages. Each registered generator (sg2video.generators.GENERATORS) adds its training stage.
+STAGES: dict[str, Stage] = {
+    "autoencoder": Stage("sg2video.stages.autoencoder:run_autoencoder_stage", cached=True),
+    "encoder": Stage("sg2video.stages.encoder:run_encoder_stage", cached=True),
+    "layout": Stage("sg2video.stages.layout:run_layout_stage", cached=True),
+    "eval": Stage("sg2video.stages.evaluate:run_eval_stage"),
+}
+
+CACHED_STAGES = tuple(name for name, stage in STAGES.items() if stage.cached)
+
+
+def stage_names() -> list[str]:
+    """Every stage a run can name: the pipeline's own and the generators'."""
+    return [*STAGES, *GENERATORS]
+
+
+def stage_function(name: str) -> Callable[[DictConfig, Path, DistInfo], Any]:
+    """The function of stage `name`: one of the pipeline's own, or a registered generator's training stage."""
+    if name in STAGES:
+        if name in GENERATORS:
+            raise ValueError(f"generator stage {name!r} has the name of one of the pipeline's own stages")
+        return import_ref(STAGES[name].function)
+    if name in GENERATORS:
+        return GENERATORS[name].stage_function()
+    raise UserError(f"stage={name!r} is not accepted (accepted: all, {', '.join(stage_names())})")
+
 
 # -- stage cache ---------------------------------------------------------------------------------
 
@@ -249,32 +290,21 @@ def _finished_step(path: Path) -> int | None:
 # -- the pipeline --------------------------------------------------------------------------------
 
 
-def _stage_fn(name: str) -> Callable[[DictConfig, Path, DistInfo], Any]:
-    if name == "encoder":
-        from sg2video.stages.encoder import run_encoder_stage
-
-        return run_encoder_stage
-    if name == "diffusion":
-        from sg2video.stages.diffusion import run_diffusion_stage
-
-        return run_diffusion_stage
-    if name == "sg2im":
-        from sg2video.stages.sg2im import run_sg2im_stage
-
-        return run_sg2im_stage
-    if name == "eval":
-        from sg2video.stages.evaluate import run_eval_stage
-
-        return run_eval_stage
-    if name == "autoencoder":
-        from sg2video.stages.autoencoder import run_autoencoder_stage
-
-        return run_autoencoder_stage
-    if name == "layout":
-        from sg2video.stages.layout import run_layout_stage
-
-        return run_layout_stage
-    raise AssertionError(name)
+def run_stage(cfg: DictConfig, run_dir: Path, stage: str, info: DistInfo, log: Callable[[str], None] = say) -> Any:
+    """Run one stage in `run_dir` (a cached stage through the stage cache), its start and end in the log; returns
+    what the stage function returns (eval: the headline metric)."""
+    if info.is_main:
+        log(f"[{stage}] starting (run dir: {run_dir})")
+    t0 = time.time()
+    fn = stage_function(stage)
+    if stage in CACHED_STAGES:
+        out = run_cached(cfg, run_dir, stage, lambda: fn(cfg, run_dir, info), info, log)
+    else:
+        out = fn(cfg, run_dir, info)
+    barrier(info)
+    if info.is_main:
+        log(f"[{stage}] done in {time.time() - t0:.0f} s")
+    return out
 
 
 def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = say) -> float | None:
@@ -294,17 +324,7 @@ def run_pipeline(cfg: DictConfig, log: Callable[[str], None] = say) -> float | N
     result = None
     try:
         for stage in stage_plan(cfg):
-            if info.is_main:
-                log(f"[{stage}] starting (run dir: {run_dir})")
-            t0 = time.time()
-            fn = _stage_fn(stage)
-            if stage in CACHED_STAGES:
-                out = run_cached(cfg, run_dir, stage, lambda fn=fn: fn(cfg, run_dir, info), info, log)
-            else:
-                out = fn(cfg, run_dir, info)
-            barrier(info)
-            if info.is_main:
-                log(f"[{stage}] done in {time.time() - t0:.0f} s")
+            out = run_stage(cfg, run_dir, stage, info, log)
             if stage == "eval":
                 result = out
     finally:

@@ -1,5 +1,7 @@
-"""Turning graphs into videos with a trained pipeline: used by `src/sample.py`, the eval stage and the
-TensorBoard sample hook. A `VideoGenerator` is built from a diffusion checkpoint alone.
+"""Turning graphs into videos with a trained pipeline: the two built-in generators (`sg2video.generators`
+registers them), used by `src/sample.py`, the eval stage and the TensorBoard sample hook. Each is built from its
+stage's checkpoint alone: `DiffusionVideoGenerator` (stage diffusion, model=unet) and `Sg2imVideoGenerator`
+(stage sg2im, model=sg2im).
 
 Where a layout-conditioned model's boxes come from (`layout=`, the names of `LAYOUT_SOURCES`):
 - `sampled` (default): boxes the graph gives are kept, the others drawn by the layout model the checkpoint
@@ -10,7 +12,6 @@ Models that read no boxes (adm, none, crossattn with `model.grounding=false`) ig
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -22,10 +23,12 @@ from sg2video.encoder.graph_encoder import GraphEncoder
 from sg2video.encoder.pretrain import build_pretrainer
 from sg2video.errors import UserError
 from sg2video.denoiser import Conditioning, Denoiser, build_unet, encode_condition, repeat_condition
+from sg2video.generators import VideoGenerator, video_length
+# their home was this module: callers (src/sample.py, serve.py, experiments/) import them from here too
+from sg2video.generators import generator_from_state, load_video_generator  # noqa: F401
 from sg2video.graphs import GraphBatch, SceneGraph, Vocab
 from sg2video.layout import LAYOUT_SOURCES
 from sg2video.layout.sampler import LayoutSampler
-from sg2video.train.checkpoint import CheckpointError, load_checkpoint
 
 
 def build_diffusion(diffusion_cfg: Any) -> GaussianDiffusion:
@@ -50,24 +53,9 @@ def fill_layouts(graph_lists: Sequence[Sequence[SceneGraph]], layout: str, reads
     return sampler.fill(graph_lists, generator)
 
 
-def load_video_generator(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
-    """The generator of a run from its checkpoint alone: checkpoints/diffusion/last.pt (a `VideoGenerator`) or
-    checkpoints/sg2im/last.pt (an `Sg2imVideoGenerator`); both have the same `generate`."""
-    state = load_checkpoint(path, "cpu")
-    if state.get("stage") not in ("diffusion", "sg2im"):
-        raise CheckpointError(f"{path}: a {state.get('stage')!r} checkpoint, not a generator's (use "
-                              "checkpoints/diffusion/last.pt or checkpoints/sg2im/last.pt of a run)")
-    return generator_from_state(state, device, use_ema)
-
-
-def generator_from_state(state: dict, device: str | torch.device = "cpu", use_ema: bool = True):
-    if state.get("stage") == "sg2im":
-        return Sg2imVideoGenerator.from_state(state, device, use_ema)
-    return VideoGenerator.from_state(state, device, use_ema)
-
-
-def _frozen_encoder(state: dict) -> tuple[GraphEncoder, Vocab, Any]:
-    """The checkpoint's frozen graph encoder (what the layout model was trained on), its vocab and config."""
+def frozen_encoder(state: dict) -> tuple[GraphEncoder, Vocab, Any]:
+    """The checkpoint's frozen graph encoder (what the layout model was trained on), its vocab and config: the
+    part of `stages.generator_stage.checkpoint_extra` every generator checkpoint carries."""
     vocab = Vocab.from_dict(state["vocab"])
     enc_cfg = OmegaConf.create(state["encoder_config"])
     encoder = build_pretrainer(enc_cfg, vocab, int(state["image_size"])).graph_encoder
@@ -75,12 +63,20 @@ def _frozen_encoder(state: dict) -> tuple[GraphEncoder, Vocab, Any]:
     return encoder, vocab, enc_cfg
 
 
+def layout_sampler(state: dict, encoder: GraphEncoder, vocab: Vocab, enc_cfg: Any,
+                   device: str | torch.device) -> LayoutSampler | None:
+    """The layout model a generator checkpoint carries (layout=sampled), reading `encoder`'s embeddings; or None."""
+    if state.get("layout") is None:
+        return None
+    return LayoutSampler.from_state(state["layout"], encoder, vocab, int(enc_cfg.cond_dim), device)
+
+
 def _to_uint8(video: torch.Tensor) -> torch.Tensor:
     """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3) on the CPU."""
     return ((rearrange(video.clamp(-1, 1).cpu(), "b c t h w -> b t h w c") + 1) * 127.5).round().to(torch.uint8)
 
 
-class VideoGenerator:
+class DiffusionVideoGenerator(VideoGenerator):
     """Frozen encoder + denoiser (+ autoencoder in latent space) + diffusion: graphs in, uint8 videos out."""
 
     def __init__(self, denoiser: Denoiser, encoder: GraphEncoder, diffusion: GaussianDiffusion, vocab: Vocab,
@@ -100,16 +96,8 @@ class VideoGenerator:
     # -- construction --------------------------------------------------------------------------
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> "VideoGenerator":
-        state = load_checkpoint(path, "cpu")
-        if state.get("stage") != "diffusion":
-            raise CheckpointError(f"{path}: a {state.get('stage')!r} checkpoint, not a diffusion one "
-                                  "(use checkpoints/diffusion/last.pt of a run)")
-        return cls.from_state(state, device, use_ema)
-
-    @classmethod
-    def from_state(cls, state: dict, device: str | torch.device = "cpu", use_ema: bool = True) -> "VideoGenerator":
-        encoder, vocab, enc_cfg = _frozen_encoder(state)
+    def from_state(cls, state: dict, device: str | torch.device = "cpu", use_ema: bool = True) -> "DiffusionVideoGenerator":
+        encoder, vocab, enc_cfg = frozen_encoder(state)
         model_cfg = OmegaConf.create(state["model_config"])
         if "coords" not in model_cfg:  # written before model.coords existed: it had none
             model_cfg.coords = False
@@ -124,9 +112,7 @@ class VideoGenerator:
 
             autoencoder = FrameAutoencoder.from_state(state["autoencoder"])
         diffusion = build_diffusion(OmegaConf.create(state["diffusion_config"]))
-        layout = None
-        if state.get("layout") is not None:
-            layout = LayoutSampler.from_state(state["layout"], encoder, vocab, int(enc_cfg.cond_dim), device)
+        layout = layout_sampler(state, encoder, vocab, enc_cfg, device)
         return cls(denoiser, encoder, diffusion, vocab, clip_frames=int(state["clip_frames"]),
                    prefix_frames=int(model_cfg.prefix_frames), size=int(state["image_size"]),
                    channels=int(state["channels"]), latent_size=int(state["latent_size"]),
@@ -153,10 +139,6 @@ class VideoGenerator:
     def reads_boxes(self) -> bool:
         return self.denoiser.reads_boxes
 
-    @property
-    def makes_long_videos(self) -> bool:
-        return self.prefix_frames > 0
-
     def with_layouts(self, graph_lists: Sequence[Sequence[SceneGraph]], layout: str,
                      generator: torch.Generator | None) -> list[list[SceneGraph]]:
         """The graphs the denoiser will see: for `layout=sampled`, every missing box drawn by the layout model."""
@@ -169,11 +151,7 @@ class VideoGenerator:
         """uint8 videos (B, T, H, W, 3) for B per-frame graph lists of equal length T (and, with `return_graphs`,
         the per-frame graphs they were drawn from, sampled boxes included). Every random draw (layouts, noise)
         comes from one generator on this generator's device, seeded with `seed`."""
-        lengths = {len(frames) for frames in graph_lists}
-        if len(lengths) != 1:
-            raise UserError(f"all videos of one call need the same length, got {sorted(lengths)}")
-        total = lengths.pop()
-        batch = len(graph_lists)
+        total, batch = video_length(graph_lists), len(graph_lists)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         graph_lists = self.with_layouts(graph_lists, layout, generator)
         schedule = self.diffusion.schedule
@@ -210,9 +188,8 @@ class VideoGenerator:
         return out
 
 
-
-class Sg2imVideoGenerator:
-    """A trained sg2im generator (model=sg2im): graphs in, uint8 videos out, with VideoGenerator's `generate`.
+class Sg2imVideoGenerator(VideoGenerator):
+    """A trained sg2im generator (model=sg2im): graphs in, uint8 videos out.
 
     Boxes (`layout=`): `sampled` keeps the graph's boxes and draws the others with the layout model the checkpoint
     carries; `given` keeps the graph's and predicts the others with sg2im's box head; `head` predicts every box
@@ -223,9 +200,7 @@ class Sg2imVideoGenerator:
 
     cond_mode = "concat"  # a scene layout painted from the boxes
     reads_boxes = True
-    chunked = False
-    makes_long_videos = True
-    prefix_frames = 0
+    chunked = False  # any length in one pass
 
     def __init__(self, generator, vocab: Vocab, clip_frames: int, size: int, max_objects: int | None = None,
                  device: torch.device | str = "cpu", layout: LayoutSampler | None = None) -> None:
@@ -237,15 +212,13 @@ class Sg2imVideoGenerator:
     def from_state(cls, state: dict, device: str | torch.device = "cpu", use_ema: bool = True) -> "Sg2imVideoGenerator":
         from sg2video.sg2im import build_sg2im
 
-        frozen, vocab, enc_cfg = _frozen_encoder(state)
+        frozen, vocab, enc_cfg = frozen_encoder(state)
         size = int(state["image_size"])
         own_encoder = build_pretrainer(enc_cfg, vocab, size).graph_encoder
         pair = build_sg2im(OmegaConf.create(state["model_config"]), own_encoder, vocab.num_objects,
                            int(enc_cfg.cond_dim), size)
         pair.load_state_dict(state["ema"] if use_ema and state.get("ema") is not None else state["model"])
-        layout = None
-        if state.get("layout") is not None:
-            layout = LayoutSampler.from_state(state["layout"], frozen, vocab, int(enc_cfg.cond_dim), device)
+        layout = layout_sampler(state, frozen, vocab, enc_cfg, device)
         return cls(pair.generator, vocab, int(state["clip_frames"]), size, state.get("max_objects"), device, layout)
 
     @torch.no_grad()
@@ -254,10 +227,7 @@ class Sg2imVideoGenerator:
                  progress: Callable[[int, int], None] | None = None, return_graphs: bool = False):
         from sg2video.sg2im.model import usable_boxes
 
-        lengths = {len(frames) for frames in graph_lists}
-        if len(lengths) != 1:
-            raise UserError(f"all videos of one call need the same length, got {sorted(lengths)}")
-        frames, batch = lengths.pop(), len(graph_lists)
+        frames, batch = video_length(graph_lists), len(graph_lists)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         graph_lists = fill_layouts(graph_lists, layout, True, self.layout, generator)
         packed = GraphBatch.pack([g for frames_ in graph_lists for g in frames_]).to(self.device)

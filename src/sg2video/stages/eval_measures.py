@@ -13,9 +13,9 @@ import torch
 from omegaconf import DictConfig
 
 from sg2video.data import build_dataset
+from sg2video.generators import VideoGenerator
 from sg2video.graphs import SceneGraph
 from sg2video.rundir import samples_dir
-from sg2video.sampling import VideoGenerator
 
 GraphLists = Sequence[Sequence[SceneGraph]]
 

@@ -38,10 +38,9 @@ import torch
 from omegaconf import DictConfig
 
 from sg2video.data import build_dataset
+from sg2video.generators import VideoGenerator, generator_for_model, load_video_generator
 from sg2video.logs import say
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
-from sg2video.config import generator_stage
-from sg2video.sampling import VideoGenerator, load_video_generator
 from sg2video.stages import eval_measures as m
 from sg2video.stages.common import required_checkpoint, tb_writer, write_scalars
 from sg2video.stages.eval_measures import write_samples  # noqa: F401 - callers import it from here too
@@ -185,7 +184,8 @@ MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
 
 
 def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
-    video_gen = load_video_generator(required_checkpoint(run_dir, generator_stage(cfg)), device)
+    stage = generator_for_model(str(cfg.model.name)).stage  # the stage that trained the run's generator
+    video_gen = load_video_generator(required_checkpoint(run_dir, stage), device)
     dataset = build_dataset(cfg.data, "test")
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))

@@ -3,7 +3,8 @@ encoder stage's graph encoder (frozen unless `model.train_encoder`), with the lo
 
 Its checkpoint (checkpoints/sg2im/last.pt) carries what sampling needs, like the diffusion stage's: the vocab,
 the encoder's config and frozen weights (the layout model reads them), the model config, the layout model when
-boxes are sampled. `sg2video.sampling.load_video_generator` turns it into an `Sg2imVideoGenerator`.
+boxes are sampled (`stages.generator_stage.checkpoint_extra`). `sg2video.generators.load_video_generator` turns it
+into an `Sg2imVideoGenerator`.
 """
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sg2video.config import to_dict
 from sg2video.data.clips import collate_clips
 from sg2video.rundir import stage_checkpoint
 from sg2video.sg2im import build_sg2im
 from sg2video.stages.common import datasets, report_skipped, required_checkpoint, stage_loop_config
-from sg2video.stages.diffusion import _layout_state, generator_hooks
 from sg2video.stages.encoder import load_pretrainer
+from sg2video.stages.generator_stage import checkpoint_extra, generator_hooks
 from sg2video.train.distributed import DistInfo
 from sg2video.train.loop import fit
 
@@ -42,17 +42,7 @@ def run_sg2im_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     torch.manual_seed(int(cfg.train.seed))  # the initial weights are a function of train.seed
     pair = build_sg2im(cfg.model, copy.deepcopy(frozen), vocab.num_objects, cond_dim, size)
     data = datasets(cfg, ("train", "val"))
-    extra = {
-        "config": to_dict(cfg),
-        "vocab": vocab.to_dict(),
-        "encoder_config": enc_state["encoder_config"],
-        "graph_encoder": {k: v.cpu() for k, v in frozen.state_dict().items()},
-        "model_config": to_dict(cfg.model),
-        "image_size": size,
-        "clip_frames": int(cfg.data.frames),
-        "max_objects": int(cfg.data.get("max_objects", 0)) or None,
-        "layout": _layout_state(cfg, run_dir),
-    }
+    extra = checkpoint_extra(cfg, run_dir, vocab, enc_state["encoder_config"], frozen)
     fit(Sg2imTask(pair), data["train"], collate_clips, stage_loop_config(cfg, None), run_dir, "sg2im", info,
         checkpoint_extra=extra, hooks=generator_hooks(cfg, run_dir, "sg2im", data["val"], extra, info))
     if info.is_main:
