@@ -141,21 +141,28 @@ def test_padding_objects_get_no_gradient(mode):
 
 
 def test_zero_gated_grounding_leaves_a_new_net_unchanged():
-    """At initialisation the grounded net computes exactly what the same net without grounding computes (the
-    GLIGEN gate and the region-bias scales start at 0), even with the cross-attention outputs open; once the
-    gates open, the boxes change the output."""
+    """A new grounded net computes exactly what the same net without grounding computes (the cross-attention output
+    starts at 0); inside it, the GLIGEN gate starts at 0, so with the region bias closed the boxes do not reach
+    the output through the keys until the gate opens; the region bias starts open (REGION_INIT)."""
+    from sg2video.unet.blocks import SpatialAttention
+
     torch.manual_seed(5)
-    grounded = open_paths(Denoiser(tiny("crossattn"), CLASSES, COND_DIM), gates=False)
+    grounded = Denoiser(tiny("crossattn"), CLASSES, COND_DIM)
     plain = Denoiser(tiny("crossattn", grounding=False), CLASSES, COND_DIM)
     missing, unexpected = plain.load_state_dict(grounded.state_dict(), strict=False)
     assert not missing and unexpected and all("grounding" in k or "region_scale" in k for k in unexpected)
+    scales = [m.region_scale for m in grounded.modules() if isinstance(m, SpatialAttention) and m.has_context]
+    assert all(torch.equal(sc, torch.full_like(sc, SpatialAttention.REGION_INIT)) for sc in scales)
     cond = encoder_condition()
     moved = Conditioning(**{**cond.__dict__, "layout_boxes": cond.layout_boxes.flip(-1).clamp(0, 1)})
     x, t = noisy_input()
     with torch.no_grad():
-        a, b = grounded(x, t, cond), plain(x, t, cond)
-        assert torch.equal(a, b)
-        assert torch.equal(grounded(x, t, moved), a)  # closed gates: where the boxes are does not matter yet
+        assert torch.equal(grounded(x, t, cond), plain(x, t, cond))  # as built: the new path is closed
+        open_paths(grounded, gates=False)
+        for sc in scales:
+            sc.zero_()
+        a = grounded(x, t, cond)
+        assert torch.equal(grounded(x, t, moved), a)  # gate closed, no region bias: the boxes change nothing
         open_paths(grounded, cross_out=False)
         assert (grounded(x, t, moved) - grounded(x, t, cond)).abs().max() > 1e-3
 

@@ -79,11 +79,15 @@ class SpatialAttention(nn.Module):
     The cross-attention output projection starts at zero, so a new conditional net computes what the
     unconditional one does. `region_bias` (grounded cross-attention): each head adds
     `REGION_GAIN * scale_h * cover` to its logits, cover being the share of the pixel that the key's box covers
-    (the context's `cover(h, w)`); the scales start at zero (GLIGEN's gating: the path starts closed) and the
-    fixed gain lets Adam's ~lr-sized steps open it within a few hundred steps.
+    (the context's `cover(h, w)`). The scales start at REGION_INIT: a pixel inside an object's box weighs that
+    object's key e^4 ~ 55 times more from the first step (the cross-attention output itself starts at zero, so the
+    new net is still the unconditional one). Started at zero, the bias opened late and by seed: one seed drew 0.02
+    objects at step 500 and ended at 0.951, objects kept 0.939, where another reached 0.996 / 0.997
+    (experiments/results/ablate_cond.md). The fixed gain lets Adam's ~lr-sized steps move the bias quickly.
     """
 
     REGION_GAIN = 8.0
+    REGION_INIT = 0.5
 
     def __init__(self, ch: int, head_dim: int = 32, context_dim: int | None = None, region_bias: bool = False):
         super().__init__()
@@ -99,7 +103,8 @@ class SpatialAttention(nn.Module):
             self.cross_out = nn.Linear(ch, ch)
             nn.init.zeros_(self.cross_out.weight)
             nn.init.zeros_(self.cross_out.bias)
-        self.region_scale = nn.Parameter(torch.zeros(self.heads)) if self.has_context and region_bias else None
+        self.region_scale = (nn.Parameter(torch.full((self.heads,), self.REGION_INIT))
+                             if self.has_context and region_bias else None)
 
     def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
         """x: (b t) c h w; context: a `CrossContext` (sg2video.unet.conditioning): keys (b t) l d_c, mask (b t) l

@@ -7,7 +7,7 @@ Modes (`UNet3D(cond=...)`), named as in SGDiff's code lineage (latent diffusion'
   the global vector as one more key) in the spatial attention blocks (`CrossAttnContext`). Grounded by default
   (GLIGEN, LayoutDiffusion): each object's key also carries its box in that frame (Fourier features through a
   gated MLP, `BoxGrounding`), and each pixel's attention to an object's key is raised by a learned amount where
-  the object's box covers the pixel (`region_bias` of the spatial attention). `grounding=False` is SGDiff's
+  the object's box covers the pixel (`region_bias` of the spatial attention, open from the start). `grounding=False` is SGDiff's
   graph-only setting (an ablation: the tokens carry no position).
 - `hybrid`: `concat` and grounded `crossattn` at once (LDM's hybrid).
 - `adm`: the frame's global vector, followed by `adm_slots` object vectors (the graph's first objects, in graph
