@@ -128,6 +128,31 @@ class Chromium:
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
+    def drag(self, selector: str, start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
+        """Press the left button at `start`, move to `end` in `steps`, release: fractions of the element's box."""
+        rect = self.js(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+            if (!e) return null; e.scrollIntoView({{block: "center"}}); const r = e.getBoundingClientRect();
+            return [r.x, r.y, r.width, r.height]; }})()""")
+        if rect is None:
+            raise CDPError(f"no element {selector}")
+        point = lambda f: (rect[0] + f[0] * rect[2], rect[1] + f[1] * rect[3])  # noqa: E731
+        x, y = point(start)
+        self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        self.send("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left", buttons=1, clickCount=1)
+        for i in range(1, steps + 1):
+            f = (start[0] + (end[0] - start[0]) * i / steps, start[1] + (end[1] - start[1]) * i / steps)
+            x, y = point(f)
+            self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, button="left", buttons=1)
+        self.send("Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button="left", buttons=0, clickCount=1)
+
+    def double_click(self, selector: str, at: tuple[float, float]) -> None:
+        rect = self.js(f"""(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();
+            return [r.x, r.y, r.width, r.height]; }})()""")
+        x, y = rect[0] + at[0] * rect[2], rect[1] + at[1] * rect[3]
+        for count in (1, 2):
+            for kind in ("mousePressed", "mouseReleased"):
+                self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=count)
+
     def type(self, text: str) -> None:
         self.send("Input.insertText", text=text)
 

@@ -409,6 +409,68 @@ def test_the_page_in_chromium_writes_generates_flips_saves_loads_and_refuses(smo
     assert all(Image.open(p).size[0] == 1400 for p in shots.iterdir())
 
 
+def draw_two_boxes(browser) -> None:
+    """Two objects; a box drawn for each by dragging on the segment's canvas (the chosen object moves on by itself)."""
+    browser.click('#palette button[data-name="red circle"]')
+    browser.click('#palette button[data-name="blue square"]')
+    browser.click(".box-editor summary")
+    browser.drag(".box-canvas", (0.10, 0.20), (0.40, 0.50))
+    assert browser.js("document.querySelector('.box-target').value") == "1"
+    browser.drag(".box-canvas", (0.55, 0.25), (0.85, 0.55))
+
+
+def test_boxes_are_drawn_moved_and_dropped_on_the_canvas(fake_server, tmp_path):
+    from chromium_cdp import Chromium
+
+    port, _ = fake_server()
+    browser = Chromium(find_chromium(), tmp_path / "profile")
+    try:
+        browser.goto(f"http://127.0.0.1:{port}/")
+        browser.wait(READY, what="the page")
+        browser.click('#palette button[data-name="red circle"]')
+        assert page_graph(browser) == {"objects": ["red circle"], "relations": []}  # no box unless one is drawn
+        browser.click('[data-where="objects[0]"] .remove')
+        draw_two_boxes(browser)
+        boxes = page_graph(browser)["boxes"]
+        assert np.allclose(boxes, [[0.10, 0.20, 0.40, 0.50], [0.55, 0.25, 0.85, 0.55]], atol=0.01), boxes
+        # drag the first box by its middle: it moves, its size stays; the other box stays where it was
+        browser.drag(".box-canvas", (0.25, 0.35), (0.25, 0.75))
+        moved = page_graph(browser)["boxes"]
+        assert np.allclose(moved[0], [0.10, 0.60, 0.40, 0.90], atol=0.01) and moved[1] == boxes[1], moved
+        # a move past the edge stops at the edge
+        browser.drag(".box-canvas", (0.25, 0.75), (0.25, 1.4))
+        assert np.allclose(page_graph(browser)["boxes"][0], [0.10, 0.70, 0.40, 1.0], atol=0.01)
+        assert browser.js("document.querySelector('#boxes-note').textContent").startswith("1 segment(s) give boxes")
+        # the server accepts the drawn graph (its check names the frames), a dropped box is null, the last one drops all
+        browser.wait("document.getElementById('status').textContent === '4 frames'", what="the graph checked")
+        browser.double_click(".box-canvas", (0.7, 0.4))
+        assert page_graph(browser)["boxes"][1] is None
+        browser.double_click(".box-canvas", (0.25, 0.85))
+        assert "boxes" not in page_graph(browser)
+        browser.screenshot(tmp_path / "boxes.png")
+    finally:
+        browser.close()
+
+
+@pytest.mark.slow
+def test_drawn_boxes_reach_the_generator_and_come_back_as_the_layout(smoke_server, tmp_path):
+    from chromium_cdp import Chromium
+
+    browser = Chromium(find_chromium(), tmp_path / "profile")
+    try:
+        browser.goto(smoke_server[0])
+        browser.wait(READY, what="the page")
+        draw_two_boxes(browser)
+        drawn = page_graph(browser)["boxes"]
+        browser.click("#generate")
+        browser.wait(players_shown("current", 2, 4), what="two players showing 4 frames each")
+        layouts = browser.js("runs[runs.length - 1].players.map(p => p.layout)")  # per sample, per frame, per object
+        assert len(layouts) == 2 and all(len(frames) == 4 for frames in layouts)
+        assert np.allclose(np.array(layouts, dtype=float), np.array(drawn)[None, None], atol=1e-3), layouts[0][0]
+    finally:
+        browser.close()
+
+
 def test_a_closed_tab_cancels_its_request(fake_server, tmp_path):
     from chromium_cdp import Chromium
 

@@ -101,6 +101,92 @@ function relationRow(seg, j, where) {
                              onclick: () => { seg.relations.splice(j, 1); changed(); }});
   return el("div", {className: "relation", "data-where": where}, subject, predicate, object, flip, drop, el("span", {className: "err"}));
 }
+// A segment's boxes, drawn and dragged on a canvas: drag on empty ground draws the chosen object's box, drag a box to
+// move it, double-click a box to drop it. Boxes are [x0, y0, x1, y1] in [0, 1]; objects without one are null, and
+// the layout model draws those (a graph without any box is the default: boxes are optional).
+const BOX_SIDE = 192, MIN_BOX = 0.03;
+function boxAt(seg, x, y) {  // the object whose box holds (x, y), the last drawn (topmost) first
+  if (!seg.boxes) return -1;
+  for (let k = seg.boxes.length - 1; k >= 0; k--) {
+    const b = seg.boxes[k];
+    if (b && x >= b[0] && x <= b[2] && y >= b[1] && y <= b[3]) return k;
+  }
+  return -1;
+}
+function drawBoxes(canvas, seg) {
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#111";
+  ctx.fillRect(0, 0, BOX_SIDE, BOX_SIDE);
+  ctx.strokeStyle = "#333";
+  ctx.lineWidth = 1;
+  for (let i = 1; i < 4; i++) {  // quarter lines, to place boxes by eye
+    ctx.beginPath(); ctx.moveTo(i * BOX_SIDE / 4, 0); ctx.lineTo(i * BOX_SIDE / 4, BOX_SIDE); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(0, i * BOX_SIDE / 4); ctx.lineTo(BOX_SIDE, i * BOX_SIDE / 4); ctx.stroke();
+  }
+  ctx.font = "12px sans-serif";
+  (seg.boxes || []).forEach((b, k) => {
+    if (!b) return;
+    ctx.strokeStyle = ctx.fillStyle = colourOf(graph.objects[k], k);
+    ctx.lineWidth = k === seg.target ? 3 : 2;
+    ctx.strokeRect(b[0] * BOX_SIDE, b[1] * BOX_SIDE, (b[2] - b[0]) * BOX_SIDE, (b[3] - b[1]) * BOX_SIDE);
+    ctx.fillText(`${k}`, b[0] * BOX_SIDE + 3, b[1] * BOX_SIDE + 12);
+  });
+}
+function boxEditor(seg, where) {
+  if (!(seg.target < graph.objects.length)) seg.target = 0;  // the object a new box is drawn for (not saved)
+  const target = el("select", {className: "box-target", onchange: () => { seg.target = Number(target.value); drawBoxes(canvas, seg); }});
+  options(target, graph.objects.map((n, k) => `${k}: ${n}`), seg.target);
+  const canvas = el("canvas", {className: "box-canvas", width: BOX_SIDE, height: BOX_SIDE,
+                               title: "drag: draw the chosen object's box; drag a box: move it; double-click: drop it"});
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  const at = (e) => { const r = canvas.getBoundingClientRect(); return [clamp((e.clientX - r.left) / r.width), clamp((e.clientY - r.top) / r.height)]; };
+  const round = (b) => b.map((v) => Math.round(v * 1000) / 1000);
+  let drag = null;
+  canvas.onpointerdown = (e) => {
+    const [x, y] = at(e);
+    const k = boxAt(seg, x, y);
+    drag = k >= 0 ? {move: k, from: [x, y], box: seg.boxes[k].slice()} : {draw: seg.target, from: [x, y]};
+    canvas.setPointerCapture(e.pointerId);
+  };
+  canvas.onpointermove = (e) => {
+    if (!drag) return;
+    const [x, y] = at(e);
+    if (drag.move !== undefined) {
+      const b = drag.box, w = b[2] - b[0], h = b[3] - b[1];
+      const x0 = Math.min(1 - w, Math.max(0, b[0] + x - drag.from[0])), y0 = Math.min(1 - h, Math.max(0, b[1] + y - drag.from[1]));
+      seg.boxes[drag.move] = round([x0, y0, x0 + w, y0 + h]);
+      drag.changed = drag.changed || x0 !== b[0] || y0 !== b[1];
+    } else {
+      if (Math.abs(x - drag.from[0]) < MIN_BOX || Math.abs(y - drag.from[1]) < MIN_BOX) return;  // a click, not yet a box
+      if (!seg.boxes) seg.boxes = graph.objects.map(() => null);
+      seg.boxes[drag.draw] = round([Math.min(x, drag.from[0]), Math.min(y, drag.from[1]), Math.max(x, drag.from[0]), Math.max(y, drag.from[1])]);
+      drag.changed = true;
+    }
+    drawBoxes(canvas, seg);
+  };
+  canvas.onpointerup = () => {
+    if (!drag) return;
+    const done = drag;
+    drag = null;
+    if (!done.changed) {  // a click: a box clicked becomes the chosen object (the canvas stays, so a double-click can follow)
+      if (done.move !== undefined) { seg.target = done.move; target.value = String(done.move); drawBoxes(canvas, seg); }
+      return;
+    }
+    if (done.draw !== undefined && seg.target < graph.objects.length - 1) seg.target += 1;  // next object: a row of drags draws a row of boxes
+    changed();
+  };
+  canvas.ondblclick = (e) => {
+    const k = boxAt(seg, ...at(e));
+    if (k < 0) return;
+    seg.boxes[k] = null;
+    if (seg.boxes.every((b) => b === null)) seg.boxes = null;
+    changed();
+  };
+  drawBoxes(canvas, seg);
+  return el("details", {className: "box-editor", open: Boolean(seg.boxes) || seg.open, ontoggle: (e) => { seg.open = e.target.open; }},
+            el("summary", {textContent: seg.boxes ? "boxes (given)" : "boxes (optional: the layout model places objects)"}),
+            el("div", {className: "row", "data-where": where}, "draw a box for ", target, el("span", {className: "err"})), canvas);
+}
 function render() {
   $("objects").replaceChildren(...graph.objects.map((name, k) => {
     const pick = el("select", {className: "object-class", onchange: () => { graph.objects[k] = info.objects[Number(pick.value)]; changed(); }});
@@ -133,6 +219,7 @@ function render() {
                     ...seg.relations.map((_, j) => relationRow(seg, j, `${prefix}relations[${j}]`)), el("span", {className: "err"})));
     block.append(el("button", {type: "button", className: "add-relation", textContent: "+ relation", disabled: !graph.objects.length,
                                onclick: () => { seg.relations.push([0, info.predicates[0], Math.min(1, graph.objects.length - 1)]); changed(); }}));
+    if (graph.objects.length) block.append(boxEditor(seg, `${prefix}boxes`));
     return block;
   });
   $("segments").replaceChildren(...blocks, el("span", {className: "err"}));
