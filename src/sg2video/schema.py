@@ -354,6 +354,7 @@ class SampledLayoutSchema(LayoutSchema):
 
 @dataclass
 class EvalSchema:
+    split: str = key(choices=("val", "test"))
     num_samples: int = key(ge=1)
     batch_size: int = key(ge=1)
     sampler: str = key(choices=SAMPLER_NAMES)

@@ -310,6 +310,6 @@ def _long_clips(cfg: DictConfig, frames: int, count: int) -> list[dict]:
     from omegaconf import OmegaConf
 
     long_cfg = OmegaConf.merge(cfg.data, {"frames": frames})
-    return build_dataset(long_cfg, "test").__getitems__(list(range(count)))
+    return build_dataset(long_cfg, str(cfg.eval.split)).__getitems__(list(range(count)))
 
 

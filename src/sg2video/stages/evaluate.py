@@ -186,7 +186,7 @@ MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
 def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
     stage = generator_for_model(str(cfg.model.name)).stage  # the stage that trained the run's generator
     video_gen = load_video_generator(required_checkpoint(run_dir, stage), device)
-    dataset = build_dataset(cfg.data, "test")
+    dataset = build_dataset(cfg.data, str(cfg.eval.split))
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))
     graph_lists = [it["graphs"] for it in items]

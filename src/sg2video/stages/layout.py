@@ -105,20 +105,21 @@ def run_layout_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Path:
     if info.is_main:
         report_skipped("layout", train_data, run_dir)
         sampler = LayoutSampler.from_state(load_layout_state(path), encoder, vocab, cond_dim, device)
-        test = layout_dataset(cfg, "test", int(settings.frames))
-        count = min(int(settings.eval_clips), len(test))
-        clips = [item["graphs"] for item in test.__getitems__(list(range(count)))]
+        # val, not test: the stage's figures are what its settings are chosen by (test is the eval stage's, once)
+        val = layout_dataset(cfg, "val", int(settings.frames))
+        count = min(int(settings.eval_clips), len(val))
+        clips = [item["graphs"] for item in val.__getitems__(list(range(count)))]
         metrics = evaluate_layouts(sampler, clips, vocab, seed=int(cfg.eval.seed))
         single = evaluate_layouts(sampler, clips, vocab, seed=int(cfg.eval.seed), samples=0, candidates=1)
         metrics.update({f"single_candidate/{k}": v for k, v in single.items() if k != "clips"})
-        metrics.update({"steps": result.step, "window": int(settings.frames), "stats": stats.to_dict()})
+        metrics.update({"steps": result.step, "window": int(settings.frames), "split": "val", "stats": stats.to_dict()})
         update_metrics(run_dir, "layout", metrics)
         from sg2video.stages.common import tb_writer
 
         writer = tb_writer(run_dir)
         write_scalars(writer, "layout/eval", {k: v for k, v in metrics.items() if not isinstance(v, dict)}, result.step)
         writer.close()
-        say(f"[layout] held-out graphs without boxes: relations satisfied {metrics['relation_accuracy']:.3f} "
+        say(f"[layout] val graphs without boxes: relations satisfied {metrics['relation_accuracy']:.3f} "
               f"(one candidate: {single['relation_accuracy']:.3f}), scorer agreement {metrics['scorer_agreement']:.3f}, "
               f"teleports {metrics['teleport_rate']:.3f}, diversity {metrics.get('diversity', float('nan')):.3f}")
     return path
