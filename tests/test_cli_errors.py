@@ -41,6 +41,8 @@ CASES = [
     ("config", ["train.ema_decay=2"], "train.ema_decay=2 must be a number >= 0 and < 1"),
     ("config", ["model.cfg_dropout=1.5"], "model.cfg_dropout=1.5 must be a number >= 0 and <= 1"),
     ("config", ["layout.candidates=0"], "layout.candidates=0 must be an integer >= 1"),
+    ("config", ["layout.repair_steps=-1"], "layout.repair_steps=-1 must be an integer >= 0"),
+    ("config", ["eval.split=train"], "eval.split='train' is not accepted (accepted: val, test)"),
     ("config", ["encoder.loss.mask_ratio=-0.1"], "encoder.loss.mask_ratio=-0.1 must be a number >= 0 and <= 1"),
     ("config", ["train.lr=0"], "train.lr=0 must be a number > 0"),
     ("config", ["model.cond=sideways"], "model.cond='sideways' is not accepted (accepted: concat, crossattn, hybrid, adm, none)"),

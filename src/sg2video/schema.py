@@ -341,6 +341,7 @@ class SampledLayoutSchema(LayoutSchema):
     sample_steps: int = key(ge=1)
     candidates: int = key(ge=1)
     rounds: int = key(ge=1)
+    repair_steps: int = key(ge=0)
     scorer_guidance: float = key(ge=0.0, le=1.0)
     guidance: float = key(ge=0.0)
     cond_dropout: float = key(ge=0.0, le=1.0)

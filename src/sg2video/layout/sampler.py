@@ -25,10 +25,10 @@ from sg2video.diffusion import GaussianDiffusion, guided_output, make_sampler, m
 from sg2video.encoder.graph_encoder import GraphEncoder
 from sg2video.errors import ConfigError
 from sg2video.graphs import SceneGraph, Vocab, relation_segments
-from sg2video.layout.boxes import from_model_space, to_model_space
+from sg2video.layout.boxes import centres, from_model_space, to_model_space
 from sg2video.layout.condition import LayoutBatch, encode_layout_batch
 from sg2video.layout.model import LayoutModule, build_layout_module
-from sg2video.layout.scorer import LayoutStats, layout_scores
+from sg2video.layout.scorer import LayoutStats, layout_scores, pairwise_gap
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,57 @@ class LayoutSampler:
             pending = pending[~right[rows]]
             if not len(pending):
                 break
+        repair = int(self.cfg.get("repair_steps", 0) or 0)
+        if len(pending) and repair > 0:  # still wrong after every round: move its boxes until the scorer agrees
+            sub = cond.select(pending)
+            fixed = self._repair(best[pending], sub, given[pending], judged, repair)
+            scores, _ = layout_scores(self.module.scorer, self.stats, from_model_space(fixed), sub, judged)
+            better = scores > best_score[pending]
+            best[pending[better]] = fixed[better]
         return best
+
+    def _repair(self, x: torch.Tensor, cond: LayoutBatch, given: torch.Tensor, judged: torch.Tensor,
+                steps: int) -> torch.Tensor:
+        """Model-space boxes (B, K, W, 4) moved by `steps` gradient steps on their centres (sizes and given boxes
+        kept) towards what the scorer reads as the graph's relations, apart by at least the data's smallest gap,
+        no faster than the data's moves, and near where the diffusion model put them: for graphs whose relations
+        only jointly fix the arrangement (a row of four), where drawing more candidates rarely finds one."""
+        free = (~given & cond.obj_mask[:, :, None])[..., None].float()  # (B, K, W, 1): boxes that may move
+        start = from_model_space(x)
+        size = start[..., 2:] - start[..., :2]
+        lo, hi = x.new_tensor(self.stats.centre_lo), x.new_tensor(self.stats.centre_hi)
+        K = x.shape[1]
+        pair = cond.obj_mask[:, :, None] & cond.obj_mask[:, None, :] & ~torch.eye(K, dtype=torch.bool, device=x.device)
+        pair = pair[:, None] & judged[None, :, None, None]  # (B, W, K, K)
+        s, p, o = cond.triples.unbind(-1)
+        b = torch.arange(x.shape[0], device=x.device)[:, None, None].expand_as(s)
+        w = torch.arange(x.shape[2], device=x.device)[None, :, None].expand_as(s)
+        rel_mask = (cond.triple_mask & judged[None, :, None]).float()
+        with torch.inference_mode(False), torch.enable_grad():  # also under a caller's inference mode
+            # tensors made under inference mode cannot enter autograd: plain copies of everything the loss reads
+            free, size, lo, hi, pair, rel_mask = (t.clone() for t in (free, size, lo, hi, pair, rel_mask))
+            b, s, p, o, w = (t.clone() for t in (b, s, p, o, w))
+            classes = cond.classes.clone()
+            origin = centres(start).clone()
+            shift = torch.zeros_like(origin, requires_grad=True)
+            opt = torch.optim.Adam([shift], lr=0.02)
+            for i in range(steps):
+                keep_apart = 50.0 * min(1.0, 1.25 * (i + 1) / steps)  # weak at first: objects may pass each other
+                centre = torch.minimum(torch.maximum(origin + shift * free, lo), hi)
+                boxes = torch.cat([centre - size / 2, centre + size / 2], dim=-1)
+                log_p = self.module.scorer(boxes[b, s, w], boxes[b, o, w], classes[b, s],
+                                           classes[b, o]).log_softmax(-1).gather(-1, p[..., None])[..., 0]
+                gap = pairwise_gap(boxes.transpose(1, 2))  # (B, W, K, K)
+                crowd = (self.stats.min_gap + 0.01 - gap).clamp(min=0)[pair].sum()
+                step = (centre[:, :, 1:] - centre[:, :, :-1]).norm(dim=-1)
+                fast = (step - self.stats.max_move).clamp(min=0).sum()
+                loss = -(log_p * rel_mask).sum() + keep_apart * crowd + 50.0 * fast + 1.0 * (shift * free).pow(2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                centre = torch.minimum(torch.maximum(origin + shift * free, lo), hi)
+        return to_model_space(torch.cat([centre - size / 2, centre + size / 2], dim=-1)).detach()
 
     def _stills(self, clips, generator, candidates, steps, guidance) -> torch.Tensor:
         """An image model's layout for a longer static or segmented graph: each segment laid out once, held."""

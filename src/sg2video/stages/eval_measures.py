@@ -310,6 +310,7 @@ def _long_clips(cfg: DictConfig, frames: int, count: int) -> list[dict]:
     from omegaconf import OmegaConf
 
     long_cfg = OmegaConf.merge(cfg.data, {"frames": frames})
-    return build_dataset(long_cfg, str(cfg.eval.split)).__getitems__(list(range(count)))
+    split = str(OmegaConf.select(cfg, "eval.split", default="test"))  # as evaluate.eval_split
+    return build_dataset(long_cfg, split).__getitems__(list(range(count)))
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sg2video.data import build_dataset
 from sg2video.generators import VideoGenerator, generator_for_model, load_video_generator
@@ -183,10 +183,15 @@ MEASUREMENTS: list[tuple[str, Callable[[EvalContext], dict]]] = [
 ]
 
 
+def eval_split(cfg: DictConfig) -> str:
+    """The split the eval stage draws its graphs from (`eval.split`; test in configs older than the key)."""
+    return str(OmegaConf.select(cfg, "eval.split", default="test"))
+
+
 def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
     stage = generator_for_model(str(cfg.model.name)).stage  # the stage that trained the run's generator
     video_gen = load_video_generator(required_checkpoint(run_dir, stage), device)
-    dataset = build_dataset(cfg.data, str(cfg.eval.split))
+    dataset = build_dataset(cfg.data, eval_split(cfg))
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))
     graph_lists = [it["graphs"] for it in items]
