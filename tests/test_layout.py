@@ -19,7 +19,7 @@ from sg2video.graphs import SceneGraph
 from sg2video.layout.boxes import centres, from_model_space, moves, pairwise_iou, to_model_space
 from sg2video.layout.condition import encode_layout_batch
 from sg2video.layout.model import EdgeAttention, build_layout_module
-from sg2video.layout.sampler import LayoutSampler, Window, plan_windows
+from sg2video.layout.sampler import LayoutSampler, Window, _twins, plan_windows
 from sg2video.layout.scorer import LayoutStats, RelationScorer, violations
 from sg2video.layout.train import LayoutTask, drop_relations, given_mask
 
@@ -261,6 +261,37 @@ def test_windows_cover_a_timeline_with_given_prefixes_and_lookahead():
         plan_windows(20, 16, 0, 4)
 
 
+def test_samples_of_one_graph_are_twins_and_a_different_graph_or_prefix_is_not():
+    row = parse_graph(ROW_OF_FOUR, VOCAB).frame_graphs(4)
+    other = [g.without_boxes() for g in ShapesDataset("val", 4, size=32, frames=4)[0]["graphs"]]
+    cond = encode_layout_batch(encoder(), [row, other, row, row], "cpu")
+    B, K, W = cond.shape
+    given = torch.zeros(B, K, W, dtype=torch.bool)
+    base = torch.zeros(B, K, W, 4)
+    assert _twins(cond, given, base) == [[2, 3], [], [0, 3], [0, 2]]
+    given[:, :, 0] = True  # the first frame given (a later window): video 3 starts elsewhere
+    base[3, 0, 0] = 0.5
+    assert _twins(cond, given, base) == [[2], [], [0], []]
+
+
+def test_the_choice_among_candidates_that_look_right_by_hand():
+    def boxes_at(*xs):  # (C, K=1, W=2, 4) model-space boxes of one object at centre (x, 0.5), 0.2 wide
+        b = torch.tensor([[[[x - 0.1, 0.4, x + 0.1, 0.6]] * 2] for x in xs])
+        return to_model_space(b)
+
+    x = boxes_at(0.2, 0.5, 0.8, 0.3)
+    right = torch.tensor([False, True, True, True])
+    scores = torch.tensor([9.0, 1.0, 3.0, 2.0])
+    judged = torch.ones(2, dtype=torch.bool)
+    pick = LayoutSampler._pick_right
+    assert pick(x, right, scores, x[:0], judged, "best") == 2  # the highest score among those that look right
+    assert pick(x, right, scores, x[:0], judged, "first") == 1
+    assert pick(x, right, scores, x[:0], judged, "diverse") == 1  # no sample chosen yet: the first
+    assert pick(x, right, scores, boxes_at(0.75), judged, "diverse") == 3  # 0.45 from the peer; 0.8 is 0.05 away
+    # peers at 0.75 and 0.35: 0.5 is 0.15 from its nearest peer, 0.8 and 0.3 only 0.05
+    assert pick(x, right, scores, boxes_at(0.75, 0.35), judged, "diverse") == 1
+
+
 # -- a trained model ---------------------------------------------------------------------------------
 
 
@@ -301,6 +332,18 @@ def test_sampled_layouts_satisfy_held_out_relations_move_like_the_data_and_diffe
     other = trained_sampler.sample_boxes(box_free, torch.Generator().manual_seed(2))
     assert torch.equal(one, again)
     assert (centres(one) - centres(other)).norm(dim=-1).mean() > 0.05
+
+
+@pytest.mark.slow
+def test_the_diverse_choice_spreads_samples_of_one_graph_and_keeps_them_right(trained_sampler):
+    clips = [it["graphs"] for it in ShapesDataset("test", 64, size=32, frames=8).__getitems__(range(8))]
+    figures = {}
+    for choice in ("best", "diverse"):
+        trained_sampler.cfg.choice = choice
+        figures[choice] = evaluate_layouts(trained_sampler, clips, VOCAB, samples=4, diversity_clips=8)
+    trained_sampler.cfg.choice = "diverse"
+    assert figures["diverse"]["diversity"] > 1.15 * figures["best"]["diversity"], figures
+    assert figures["diverse"]["relation_accuracy"] >= figures["best"]["relation_accuracy"] - 0.03, figures
 
 
 @pytest.mark.slow

@@ -318,6 +318,9 @@ class LayoutTrainSchema(StageTrainSchema):
     ema_start: int = key(ge=0)
 
 
+LAYOUT_CHOICES = ("best", "first", "diverse")  # sg2video.layout.sampler: which candidate that looks right is kept
+
+
 @dataclass
 class LayoutSchema:
     """`layout=given` and `layout=head` set only the name; the model keys belong to `layout=sampled`."""
@@ -341,6 +344,7 @@ class SampledLayoutSchema(LayoutSchema):
     sample_steps: int = key(ge=1)
     candidates: int = key(ge=1)
     rounds: int = key(ge=1)
+    choice: str = key(choices=LAYOUT_CHOICES)
     repair_steps: int = key(ge=0)
     scorer_guidance: float = key(ge=0.0, le=1.0)
     guidance: float = key(ge=0.0)

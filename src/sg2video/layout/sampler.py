@@ -8,9 +8,11 @@ about to change instead of jumping when it does. Boxes a graph gives are given t
 
 Each video gets `candidates` layouts drawn side by side; their boxes are moved into the range of centres and sizes
 the data covers (`LayoutStats.project`), and `layout_scores` (the relation scorer and the data's move and overlap
-limits) picks the best of them per window; a video whose best one still looks wrong draws again, up to `rounds`
-times. Diffusion noise makes the candidates, so different seeds give different
-layouts: the choice only drops the implausible ones. The model trains on windows from a quarter of its length to
+limits) says which of them look right; a video none of whose candidates does draws again, up to `rounds` times,
+then its best one is repaired. Among those that look right, `layout.choice` keeps the best-scoring one (`best`),
+the first drawn (`first`: the model's own distribution, less the implausible draws) or, for several samples of one
+graph in one call, the one farthest from the samples already chosen (`diverse`). Diffusion noise makes the
+candidates, so different seeds give different layouts. The model trains on windows from a quarter of its length to
 all of it; a request shorter than that is laid out at that length, the last frame's graph held.
 """
 from __future__ import annotations
@@ -177,13 +179,16 @@ class LayoutSampler:
 
     def _best_of(self, cond: LayoutBatch, given: torch.Tensor, base: torch.Tensor, judged: torch.Tensor,
                  generator: torch.Generator | None, candidates: int, steps: int, guidance: float) -> torch.Tensor:
-        """One window's model-space boxes (B, K, W, 4): per video the best of `candidates` draws; a video whose
-        best still looks wrong (a relation the scorer reads otherwise, an implausible move or overlap) draws
-        `candidates` more, up to `rounds` times, and keeps the best of all."""
+        """One window's model-space boxes (B, K, W, 4): per video one of its `candidates` draws that looks right (no
+        relation the scorer reads otherwise, no implausible move or overlap), chosen by `layout.choice`; a video whose
+        candidates all look wrong keeps the best-scoring one and draws `candidates` more, up to `rounds` times."""
         B = given.shape[0]
         rounds = int(self.cfg.get("rounds", 1)) if candidates > 1 else 1
+        choice = str(self.cfg.get("choice", "best"))
+        twins = _twins(cond, given, base) if choice == "diverse" else [[] for _ in range(B)]
         best = base.clone()
         best_score = torch.full((B,), float("-inf"), device=self.device)
+        settled = torch.zeros(B, dtype=torch.bool, device=self.device)  # holds a layout that looks right
         pending = torch.arange(B, device=self.device)
         for _ in range(rounds):
             n = len(pending)
@@ -193,12 +198,17 @@ class LayoutSampler:
                                    guidance)
             x = torch.where(sub_given[..., None], x, to_model_space(self.stats.project(from_model_space(x))))
             scores, right = layout_scores(self.module.scorer, self.stats, from_model_space(x), sub, judged)
-            pick = scores.view(n, candidates).argmax(dim=1)
-            rows = torch.arange(n, device=self.device) * candidates + pick
-            better = scores[rows] > best_score[pending]
-            best[pending[better]] = x[rows[better]]
-            best_score[pending[better]] = scores[rows[better]]
-            pending = pending[~right[rows]]
+            scores, right, x = scores.view(n, candidates), right.view(n, candidates), x.view(n, candidates, *x.shape[1:])
+            for j, video in enumerate(pending.tolist()):
+                if right[j].any():
+                    peers = [t for t in twins[video] if settled[t]]
+                    pick = self._pick_right(x[j], right[j], scores[j], best[peers], judged, choice)
+                    best[video], best_score[video], settled[video] = x[j, pick], scores[j, pick], True
+                else:
+                    pick = int(scores[j].argmax())
+                    if scores[j, pick] > best_score[video]:
+                        best[video], best_score[video] = x[j, pick], scores[j, pick]
+            pending = pending[~settled[pending]]
             if not len(pending):
                 break
         repair = int(self.cfg.get("repair_steps", 0) or 0)
@@ -209,6 +219,20 @@ class LayoutSampler:
             better = scores > best_score[pending]
             best[pending[better]] = fixed[better]
         return best
+
+    @staticmethod
+    def _pick_right(x: torch.Tensor, right: torch.Tensor, scores: torch.Tensor, peers: torch.Tensor,
+                    judged: torch.Tensor, choice: str) -> int:
+        """Which of one video's candidates x (C, K, W, 4) that look right (`right` (C,)) to keep: `best` the highest
+        score, `first` the first drawn, `diverse` the one farthest from the layouts already chosen for other samples
+        of the same graph in this call (`peers` (P, K, W, 4); the first drawn when there are none)."""
+        if choice == "best":
+            return int(torch.where(right, scores, scores.new_tensor(float("-inf"))).argmax())
+        if choice == "diverse" and len(peers):
+            c, p = centres(from_model_space(x))[:, :, judged], centres(from_model_space(peers))[:, :, judged]
+            far = (c[:, None] - p[None]).norm(dim=-1).mean(dim=(2, 3)).amin(dim=1)  # (C,): distance to nearest peer
+            return int(torch.where(right, far, far.new_tensor(float("-inf"))).argmax())
+        return int(right.to(torch.int8).argmax())  # the first that looks right
 
     def _repair(self, x: torch.Tensor, cond: LayoutBatch, given: torch.Tensor, judged: torch.Tensor,
                 steps: int) -> torch.Tensor:
@@ -269,6 +293,18 @@ class LayoutSampler:
         boxes = self.sample_boxes(clips, generator, **options).cpu()
         return [[g.with_boxes(boxes[b, : g.num_objects, f]) for f, g in enumerate(clip)]
                 for b, clip in enumerate(clips)]
+
+
+def _twins(cond: LayoutBatch, given: torch.Tensor, base: torch.Tensor) -> list[list[int]]:
+    """Per video of the batch, the other videos laid out from exactly the same condition (graphs, given boxes and
+    frames): samples of one graph in one call, whose choices `layout.choice=diverse` keeps apart."""
+    B = given.shape[0]
+    flat = lambda t: t.reshape(B, -1).float()  # noqa: E731
+    signature = torch.cat([flat(cond.classes * cond.obj_mask), flat(cond.obj_mask), flat(cond.triple_mask),
+                           flat(cond.triples * cond.triple_mask[..., None]), flat(cond.has_box),
+                           flat(cond.boxes * cond.has_box[..., None]), flat(given), flat(base * given[..., None])], 1)
+    same = (signature[:, None] == signature[None]).all(dim=-1) & ~torch.eye(B, dtype=torch.bool, device=given.device)
+    return [same[i].nonzero()[:, 0].tolist() for i in range(B)]
 
 
 def _given_boxes(clips: Sequence[Sequence[SceneGraph]], K: int, total: int, device) -> torch.Tensor:
