@@ -91,18 +91,27 @@ def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (N_a, D), (N_b, D); NaN under 2 rows.
 
-    d^2 = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2), in float64; the last trace
-    equals tr((S_a S_b)^1/2) but stays symmetric, so eigenvalues are real and the result is stable.
+    d^2 = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2), in float64. With few rows (the
+    usual case for videos: N_a N_b < D^2) the last trace is the sum of the singular values of A B^T, A and B the
+    centred rows, over sqrt((N_a - 1)(N_b - 1)): the nonzero eigenvalues of S_a S_b are those of (A B^T)(A B^T)^T
+    over that product, so no D x D matrix is formed. Otherwise it goes through the symmetric square root of S_a,
+    so eigenvalues stay real and the result is stable.
     """
     a, b = features_a.double(), features_b.double()
     assert a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1], f"features {tuple(a.shape)} vs {tuple(b.shape)}"
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
-    root_a = _sqrtm_psd(cov_a)
-    inner = root_a @ cov_b @ root_a
-    cross = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
-    value = (a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
+    centred_a, centred_b = a - a.mean(0), b - b.mean(0)
+    scale_a, scale_b = len(a) - 1, len(b) - 1
+    traces = centred_a.square().sum() / scale_a + centred_b.square().sum() / scale_b
+    if len(a) * len(b) < a.shape[1] ** 2:
+        cross = torch.linalg.svdvals(centred_a @ centred_b.T).sum() / math.sqrt(scale_a * scale_b)
+    else:
+        cov_a, cov_b = centred_a.T @ centred_a / scale_a, centred_b.T @ centred_b / scale_b
+        root_a = _sqrtm_psd(cov_a)
+        inner = root_a @ cov_b @ root_a
+        cross = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    value = (a.mean(0) - b.mean(0)).square().sum() + traces - 2 * cross
     return max(0.0, float(value))
 
 
