@@ -44,6 +44,7 @@ def main() -> None:
         if not key.startswith("layout.") or not value:
             sys.exit(f"{item!r}: expected layout.KEY=VALUE")
         OmegaConf.update(sampler.cfg, key[len("layout."):], _parse(value))
+    sampler.prefix, sampler.lookahead = int(sampler.cfg.prefix_frames), int(sampler.cfg.lookahead)  # read at load
     rows = {}
     for path in sorted(args.graphs.glob("*.json")):
         spec = load_graph_json(path, vocab)

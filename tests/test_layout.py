@@ -261,17 +261,12 @@ def test_windows_cover_a_timeline_with_given_prefixes_and_lookahead():
         plan_windows(20, 16, 0, 4)
 
 
-def test_samples_of_one_graph_are_twins_and_a_different_graph_or_prefix_is_not():
+def test_samples_of_one_graph_are_twins_and_a_different_graph_or_given_box_is_not():
     row = parse_graph(ROW_OF_FOUR, VOCAB).frame_graphs(4)
     other = [g.without_boxes() for g in ShapesDataset("val", 4, size=32, frames=4)[0]["graphs"]]
-    cond = encode_layout_batch(encoder(), [row, other, row, row], "cpu")
-    B, K, W = cond.shape
-    given = torch.zeros(B, K, W, dtype=torch.bool)
-    base = torch.zeros(B, K, W, 4)
-    assert _twins(cond, given, base) == [[2, 3], [], [0, 3], [0, 2]]
-    given[:, :, 0] = True  # the first frame given (a later window): video 3 starts elsewhere
-    base[3, 0, 0] = 0.5
-    assert _twins(cond, given, base) == [[2], [], [0], []]
+    boxed = parse_graph({**ROW_OF_FOUR, "boxes": [[0.0, 0.0, 0.2, 0.2], None, None, None]}, VOCAB).frame_graphs(4)
+    cond = encode_layout_batch(encoder(), [row, other, row, row, boxed], "cpu")
+    assert _twins(cond) == [[2, 3], [], [0, 3], [0, 2], []]
 
 
 def test_the_choice_among_candidates_that_look_right_by_hand():
@@ -290,6 +285,27 @@ def test_the_choice_among_candidates_that_look_right_by_hand():
     assert pick(x, right, scores, boxes_at(0.75), judged, "diverse") == 3  # 0.45 from the peer; 0.8 is 0.05 away
     # peers at 0.75 and 0.35: 0.5 is 0.15 from its nearest peer, 0.8 and 0.3 only 0.05
     assert pick(x, right, scores, boxes_at(0.75, 0.35), judged, "diverse") == 1
+
+
+def test_repel_pushes_each_sample_of_a_graph_away_from_the_others_and_leaves_a_lone_graph_alone():
+    settings = tiny_settings(parameterization="x0")  # the output is the predicted boxes themselves
+    module = build_layout_module(settings, VOCAB.num_objects, VOCAB.num_predicates, 16)
+    sampler = LayoutSampler(module, encoder(), None, settings)
+    row = parse_graph(ROW_OF_FOUR, VOCAB).frame_graphs(4)
+    other = [g.without_boxes() for g in ShapesDataset("val", 4, size=32, frames=4)[0]["graphs"]]
+    cond = encode_layout_batch(sampler.encoder, [row, row, other], "cpu")
+    B, K, W = cond.shape
+    given = torch.zeros(B, K, W, dtype=torch.bool)
+    given[:, :, 0] = True  # a prefix frame: never moved
+    x0 = torch.zeros(B, K, W, 4)
+    x0[0, :, :, 0], x0[1, :, :, 0] = -0.2, 0.1  # sample 0 left of sample 1, every object
+    samples = torch.tensor([[0, 0], [0, 1], [2, 2]])
+    out = sampler._repel(x0, torch.zeros_like(x0), 10, cond, given, samples, 0.05)
+    moved = out - x0
+    real = cond.obj_mask[0]
+    assert torch.allclose(moved[0, real, 1:, 0], torch.tensor(-0.05)) and torch.allclose(moved[1, real, 1:, 0], torch.tensor(0.05))
+    assert moved[:, :, 0].abs().max() == 0 and moved[..., 1:].abs().max() == 0  # prefix frames, y, sizes kept
+    assert moved[2].abs().max() == 0  # no other sample of its graph
 
 
 # -- a trained model ---------------------------------------------------------------------------------
@@ -335,15 +351,16 @@ def test_sampled_layouts_satisfy_held_out_relations_move_like_the_data_and_diffe
 
 
 @pytest.mark.slow
-def test_the_diverse_choice_spreads_samples_of_one_graph_and_keeps_them_right(trained_sampler):
+def test_the_diverse_choice_and_repel_spread_samples_of_one_graph_and_keep_them_right(trained_sampler):
     clips = [it["graphs"] for it in ShapesDataset("test", 64, size=32, frames=8).__getitems__(range(8))]
     figures = {}
-    for choice in ("best", "diverse"):
-        trained_sampler.cfg.choice = choice
-        figures[choice] = evaluate_layouts(trained_sampler, clips, VOCAB, samples=4, diversity_clips=8)
-    trained_sampler.cfg.choice = "diverse"
-    assert figures["diverse"]["diversity"] > 1.15 * figures["best"]["diversity"], figures
-    assert figures["diverse"]["relation_accuracy"] >= figures["best"]["relation_accuracy"] - 0.03, figures
+    for choice, repel in (("best", 0.0), ("diverse", 0.05)):
+        trained_sampler.cfg.choice, trained_sampler.cfg.repel = choice, repel
+        figures[choice, repel] = evaluate_layouts(trained_sampler, clips, VOCAB, samples=4, diversity_clips=8)
+    before, after = figures["best", 0.0], figures["diverse", 0.05]
+    assert after["diversity"] > 1.3 * before["diversity"], figures
+    assert after["relation_accuracy"] >= before["relation_accuracy"] - 0.03, figures
+    assert after["teleport_rate"] <= before["teleport_rate"] + 0.02, figures
 
 
 @pytest.mark.slow

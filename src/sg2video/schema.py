@@ -345,6 +345,7 @@ class SampledLayoutSchema(LayoutSchema):
     candidates: int = key(ge=1)
     rounds: int = key(ge=1)
     choice: str = key(choices=LAYOUT_CHOICES)
+    repel: float = key(ge=0.0, le=1.0)
     repair_steps: int = key(ge=0)
     scorer_guidance: float = key(ge=0.0, le=1.0)
     guidance: float = key(ge=0.0)

@@ -11,8 +11,11 @@ the data covers (`LayoutStats.project`), and `layout_scores` (the relation score
 limits) says which of them look right; a video none of whose candidates does draws again, up to `rounds` times,
 then its best one is repaired. Among those that look right, `layout.choice` keeps the best-scoring one (`best`),
 the first drawn (`first`: the model's own distribution, less the implausible draws) or, for several samples of one
-graph in one call, the one farthest from the samples already chosen (`diverse`). Diffusion noise makes the
-candidates, so different seeds give different layouts. The model trains on windows from a quarter of its length to
+graph in one call, the one farthest from the samples already chosen (`diverse`). Samples of one graph drawn in one
+call are also pushed apart while they are drawn (`layout.repel`: at each DDIM step every object's predicted path
+moves a little away from that object's mean path in the other samples, as particle guidance does), so they do not
+all settle on the arrangement the model likes best. Diffusion noise makes the candidates, so different seeds give
+different layouts. The model trains on windows from a quarter of its length to
 all of it; a request shorter than that is laid out at that length, the last frame's graph held.
 """
 from __future__ import annotations
@@ -97,10 +100,14 @@ class LayoutSampler:
 
     @torch.no_grad()
     def sample_window(self, cond: LayoutBatch, given: torch.Tensor, given_boxes: torch.Tensor,
-                      generator: torch.Generator | None, steps: int, guidance: float) -> torch.Tensor:
-        """Model-space boxes (B, K, W, 4) for one window; `given` (B, K, W) entries are `given_boxes`."""
+                      generator: torch.Generator | None, steps: int, guidance: float,
+                      samples: torch.Tensor | None = None) -> torch.Tensor:
+        """Model-space boxes (B, K, W, 4) for one window; `given` (B, K, W) entries are `given_boxes`. `samples`
+        (B, 2) long: per row its graph (rows of one graph share it) and its sample; with `layout.repel`, each row's
+        objects are pushed away from where the other samples of its graph put them."""
         sampler = make_sampler("ddim", self.diffusion.schedule, steps, float(self.cfg.get("eta", 0.0)))
         push = float(self.cfg.get("scorer_guidance", 0.0) or 0.0)
+        repel = float(self.cfg.get("repel", 0.0) or 0.0)
         x = torch.randn(given_boxes.shape, generator=generator, device=self.device)
         for t in sampler.timesteps:
             x = torch.where(given[..., None], given_boxes, x)
@@ -108,6 +115,8 @@ class LayoutSampler:
             out = guided_output(self.module.denoiser, x, steps_t, cond, guidance)
             if push > 0:
                 out = self._scorer_push(out, x, t, cond, given, push)
+            if repel > 0 and samples is not None:
+                out = self._repel(out, x, t, cond, given, samples, repel)
             x = sampler.step(out, t, x, self.diffusion, generator, clip_x0=True)
         return torch.where(given[..., None], given_boxes, x)
 
@@ -128,6 +137,29 @@ class LayoutSampler:
             padded = torch.cat([step[:, :, :1], step, step[:, :, -1:]], dim=2)
             step = (padded[:, :, :-2] + 2 * padded[:, :, 1:-1] + padded[:, :, 2:]) / 4
         x0 = torch.where(given[..., None], x0, x0 + step)
+        sqrt_ab = self.diffusion.coef("sqrt_alphas_cumprod", t_batch, x)
+        sqrt_1m = self.diffusion.coef("sqrt_one_minus_alphas_cumprod", t_batch, x)
+        if self.diffusion.parameterization == "x0":
+            return x0
+        if self.diffusion.parameterization == "v":
+            return (sqrt_ab * x - x0) / sqrt_1m
+        return (x - sqrt_ab * x0) / sqrt_1m
+
+    def _repel(self, out: torch.Tensor, x: torch.Tensor, t: int, cond: LayoutBatch, given: torch.Tensor,
+               samples: torch.Tensor, repel: float) -> torch.Tensor:
+        """The model output with each row's predicted boxes shifted, per object and by `repel` of the model-space
+        range, away from the mean path of that object in the other samples of the same graph (particle guidance)."""
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        x0, _ = self.diffusion.predict_x0_eps(out, x, t_batch)
+        free = (~given & cond.obj_mask[:, :, None]).float()[..., None]  # (B, K, W, 1)
+        path = (x0[..., :2] * free).sum(2) / free.sum(2).clamp(min=1)  # (B, K, 2) mean centre over free frames
+        graph, sample = samples.unbind(-1)
+        others = (graph[:, None] == graph[None]) & (sample[:, None] != sample[None])  # (B, B)
+        weight = others.float() / others.sum(1, keepdim=True).clamp(min=1)
+        away = path - torch.einsum("ab,bkc->akc", weight, path)  # (B, K, 2)
+        step = away / away.norm(dim=-1, keepdim=True).clamp(min=1e-6) * repel * others.any(1)[:, None, None]
+        x0 = x0.clone()
+        x0[..., :2] = x0[..., :2] + step[:, :, None] * free
         sqrt_ab = self.diffusion.coef("sqrt_alphas_cumprod", t_batch, x)
         sqrt_1m = self.diffusion.coef("sqrt_one_minus_alphas_cumprod", t_batch, x)
         if self.diffusion.parameterization == "x0":
@@ -185,7 +217,8 @@ class LayoutSampler:
         B = given.shape[0]
         rounds = int(self.cfg.get("rounds", 1)) if candidates > 1 else 1
         choice = str(self.cfg.get("choice", "best"))
-        twins = _twins(cond, given, base) if choice == "diverse" else [[] for _ in range(B)]
+        twins = _twins(cond) if choice == "diverse" or self.cfg.get("repel", 0) else [[] for _ in range(B)]
+        group = torch.tensor([min([v, *twins[v]]) for v in range(B)], device=self.device)  # a graph's first sample
         best = base.clone()
         best_score = torch.full((B,), float("-inf"), device=self.device)
         settled = torch.zeros(B, dtype=torch.bool, device=self.device)  # holds a layout that looks right
@@ -194,8 +227,9 @@ class LayoutSampler:
             n = len(pending)
             sub = cond.select(pending).repeat_interleave(candidates)
             sub_given = given[pending].repeat_interleave(candidates, 0)
+            rows = torch.stack([group[pending], pending], 1).repeat_interleave(candidates, 0)
             x = self.sample_window(sub, sub_given, base[pending].repeat_interleave(candidates, 0), generator, steps,
-                                   guidance)
+                                   guidance, rows)
             x = torch.where(sub_given[..., None], x, to_model_space(self.stats.project(from_model_space(x))))
             scores, right = layout_scores(self.module.scorer, self.stats, from_model_space(x), sub, judged)
             scores, right, x = scores.view(n, candidates), right.view(n, candidates), x.view(n, candidates, *x.shape[1:])
@@ -295,15 +329,17 @@ class LayoutSampler:
                 for b, clip in enumerate(clips)]
 
 
-def _twins(cond: LayoutBatch, given: torch.Tensor, base: torch.Tensor) -> list[list[int]]:
-    """Per video of the batch, the other videos laid out from exactly the same condition (graphs, given boxes and
-    frames): samples of one graph in one call, whose choices `layout.choice=diverse` keeps apart."""
-    B = given.shape[0]
+def _twins(cond: LayoutBatch) -> list[list[int]]:
+    """Per video of the batch, the other videos of exactly the same graphs (objects, relations and the boxes the
+    graphs give): samples of one graph in one call, whose choices `layout.choice=diverse` keeps apart. The frames a
+    window takes from the one before may differ: later windows keep the samples' paths apart too."""
+    B = cond.classes.shape[0]
     flat = lambda t: t.reshape(B, -1).float()  # noqa: E731
     signature = torch.cat([flat(cond.classes * cond.obj_mask), flat(cond.obj_mask), flat(cond.triple_mask),
                            flat(cond.triples * cond.triple_mask[..., None]), flat(cond.has_box),
-                           flat(cond.boxes * cond.has_box[..., None]), flat(given), flat(base * given[..., None])], 1)
-    same = (signature[:, None] == signature[None]).all(dim=-1) & ~torch.eye(B, dtype=torch.bool, device=given.device)
+                           flat(cond.boxes * cond.has_box[..., None])], 1)
+    same = (signature[:, None] == signature[None]).all(dim=-1) & ~torch.eye(B, dtype=torch.bool,
+                                                                            device=signature.device)
     return [same[i].nonzero()[:, 0].tolist() for i in range(B)]
 
 
