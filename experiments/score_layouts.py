@@ -34,17 +34,22 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     from omegaconf import OmegaConf
 
+    from sg2video.errors import ConfigError
     from sg2video.eval.compliance import predicate_holds
     from sg2video.graph_json import load_graph_json
     from sg2video.layout.boxes import centres
 
     sampler, vocab, clip_frames = load_sampler(args.ckpt)
+    settings = {}
     for item in overrides:
         key, _, value = item.partition("=")
         if not key.startswith("layout.") or not value:
             sys.exit(f"{item!r}: expected layout.KEY=VALUE")
-        OmegaConf.update(sampler.cfg, key[len("layout."):], _parse(value))
-    sampler.prefix, sampler.lookahead = int(sampler.cfg.prefix_frames), int(sampler.cfg.lookahead)  # read at load
+        settings[key[len("layout."):]] = _parse(value)
+    try:
+        sampler.update(settings)
+    except ConfigError as err:
+        sys.exit(str(err))
     rows = {}
     for path in sorted(args.graphs.glob("*.json")):
         spec = load_graph_json(path, vocab)

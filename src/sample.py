@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sg2video.cli import preflight
 from sg2video.config import register_resolvers
@@ -38,6 +38,19 @@ def check_settings(cfg: DictConfig) -> None:
         path = Path(hydra.utils.to_absolute_path(str(cfg[key]))) if _hydra_ready() else Path(str(cfg[key]))
         if not path.is_file():
             raise ConfigError(f"{key}={cfg[key]} does not exist (or is not a file)")
+
+
+def layout_settings_given(cfg: DictConfig) -> dict:
+    """The layout.KEY=VALUE settings of this command line (the checkpoint's layout model keeps its own settings for
+    every key not given), with the values as the config composed them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    keys = []
+    for item in HydraConfig.get().overrides.task:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("layout."):
+            keys.append(key[len("layout."):])
+    return {key: OmegaConf.select(cfg.layout, key) for key in keys}
 
 
 def _hydra_ready() -> bool:
@@ -70,6 +83,15 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(f"out={cfg.out!r} is a file, not a directory")
     device = pick_device(str(cfg.device))
     video_gen = load_video_generator(hydra.utils.to_absolute_path(str(cfg.ckpt)), device)
+    changed = layout_settings_given(cfg)
+    if changed:
+        first = f"layout.{next(iter(changed))}"
+        if layout != "sampled":
+            raise ConfigError(f"{first} steers the layout model, but layout={layout} draws no layouts (use "
+                              "layout=sampled)")
+        if getattr(video_gen, "layout", None) is None:
+            raise ConfigError(f"{first} steers a layout model, and {cfg.ckpt} carries none")
+        video_gen.layout.update(changed)
     spec = load_graph_json(hydra.utils.to_absolute_path(str(cfg.graph)), video_gen.vocab, video_gen.max_objects)
     if spec.is_static:
         frames = int(cfg.frames or video_gen.clip_frames)

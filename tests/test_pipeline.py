@@ -210,6 +210,26 @@ def test_sample_cli_static_and_long_timeline(smoke_run, tmp_path):
     assert np.load(out / "sample_000.npy").shape == (10, 16, 16, 3)
 
 
+def test_sample_cli_takes_layout_sampling_settings_and_refuses_the_models_own(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    ckpt = run_dir / "checkpoints" / "diffusion" / "last.pt"
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps({"objects": ["red circle", "blue square"], "relations": [[0, "left of", 1]]}))
+    drawn = {}
+    for name, extra in (("from_checkpoint", []), ("independent", ["layout.repel=0", "layout.choice=best"]),
+                        ("again", ["layout.repel=0", "layout.choice=best"])):
+        out = tmp_path / name
+        proc = run_cli("sample.py", f"ckpt={ckpt}", f"graph={graph}", "num=3", "steps=2", f"out={out}", *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        drawn[name] = [(out / f"sample_{i:03d}.json").read_text() for i in range(3)]
+    assert drawn["independent"] == drawn["again"]
+    assert drawn["independent"] != drawn["from_checkpoint"]  # repel 0.05 and the diverse choice moved the layouts
+    proc = run_cli("sample.py", f"ckpt={ckpt}", f"graph={graph}", "layout.dim=8", f"out={tmp_path / 'refused'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "layout.dim belongs to the trained layout model" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "graph, args, message",

@@ -67,6 +67,11 @@ def plan_windows(total: int, window: int, prefix: int, lookahead: int) -> list[W
         done, start = keep, keep - prefix
 
 
+# layout.* keys that only steer sampling: sample.py and score_layouts.py may change them on a trained model
+SAMPLING_KEYS = ("prefix_frames", "lookahead", "eta", "sample_steps", "candidates", "rounds", "choice", "repel",
+                 "repair_steps", "scorer_guidance", "guidance")
+
+
 class LayoutSampler:
     """Graphs without (some) boxes -> graphs with a sampled box for every object in every frame."""
 
@@ -90,6 +95,16 @@ class LayoutSampler:
         module = build_layout_module(cfg, vocab.num_objects, vocab.num_predicates, cond_dim)
         module.load_state_dict(state["weights"])
         return cls(module, encoder, LayoutStats.from_dict(state["stats"]), cfg, device)
+
+    def update(self, settings: dict) -> None:
+        """Change sampling settings (`SAMPLING_KEYS`) of a trained model; the rest is the model's and refused."""
+        wrong = sorted(set(settings) - set(SAMPLING_KEYS))
+        if wrong:
+            raise ConfigError(f"layout.{wrong[0]} belongs to the trained layout model and cannot change at sampling; "
+                              f"these can: {', '.join(SAMPLING_KEYS)}")
+        for name, value in settings.items():
+            OmegaConf.update(self.cfg, name, value, force_add=True)
+        self.prefix, self.lookahead = int(self.cfg.prefix_frames), int(self.cfg.lookahead)
 
     def export_state(self) -> dict:
         return {"config": OmegaConf.to_container(self.cfg, resolve=True) if OmegaConf.is_config(self.cfg)
