@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from sg2video.data import build_dataset
+from sg2video.eval.worlds import WorldChecker, checker_for
 from sg2video.generators import VideoGenerator
 from sg2video.graphs import SceneGraph
 from sg2video.rundir import samples_dir
@@ -22,10 +23,14 @@ GraphLists = Sequence[Sequence[SceneGraph]]
 
 def is_shapes_world(vocab) -> bool:
     """Whether the exact shapes checker applies: the vocabulary is the shapes world's (the one test of it)."""
+    checker = checker_for(vocab)
+    return checker is not None and checker.name == "shapes"
+
+
+def _shapes_checker() -> WorldChecker:
     from sg2video.data.shapes import shapes_vocab
 
-    world = shapes_vocab()
-    return list(vocab.objects) == list(world.objects) and list(vocab.predicates) == list(world.predicates)
+    return checker_for(shapes_vocab())
 
 
 def box_free(graph_lists: GraphLists) -> list[list[SceneGraph]]:
@@ -52,13 +57,16 @@ def generate_for_graphs(video_gen: VideoGenerator, graph_lists: GraphLists, cfg:
 # -- measurements ------------------------------------------------------------------------------------
 
 
-def compliance_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
-    from sg2video.eval.compliance import score_videos
-
-    scores = score_videos([v.numpy() for v in videos], graph_lists)
+def compliance_metrics(videos: torch.Tensor, graph_lists: GraphLists, checker: WorldChecker | None = None) -> dict:
+    """The world checker's scores (default: the shapes world's), flat: means, `relation_accuracy/<predicate>` and,
+    for a world that has predicate families, `relation_family/<family>` (pooled over (frame, triple) rows)."""
+    checker = checker or _shapes_checker()
+    scores = checker.score_videos([v.numpy() for v in videos], graph_lists)
     flat = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float, np.floating))}
     for name, value in scores.get("per_predicate", {}).items():
         flat[f"relation_accuracy/{name}"] = float(value)
+    for name in checker.families:
+        flat[f"relation_family/{name}"] = float(scores.get("per_family", {}).get(name, math.nan))
     return flat
 
 
@@ -71,10 +79,14 @@ def identity_of(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
 
 def curve_point(video_gen: VideoGenerator, graph_lists: GraphLists, cfg: DictConfig, layout: str) -> dict:
     """One point of a training curve: the headline compliance and identity of samples of held-out graphs given
-    without boxes (the shapes world)."""
+    without boxes (a built-in world; {} for data without a checker)."""
+    checker = checker_for(video_gen.vocab)
+    if checker is None:
+        return {}
     videos = generate_for_graphs(video_gen, box_free(graph_lists), cfg, float(cfg.eval.guidance), layout)
-    out = _headline_keys(compliance_metrics(videos, graph_lists))
-    out.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
+    out = _headline_keys(compliance_metrics(videos, graph_lists, checker))
+    if checker.name == "shapes":
+        out.update({f"identity/{k}": v for k, v in identity_of(videos, graph_lists).items()})
     return out
 
 
@@ -84,7 +96,8 @@ def eval_layout(cfg: DictConfig) -> str:
 
 
 def _headline_keys(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if "/" not in k}
+    """The means and the per-family figures (not per predicate): what a control or a split reports."""
+    return {k: v for k, v in metrics.items() if "/" not in k or k.startswith("relation_family/")}
 
 
 # -- the compositional split and the relation control ------------------------------------------------
@@ -149,15 +162,15 @@ def graphs_in_training(data_cfg, graph_lists: GraphLists, clips: int) -> list[bo
     return [clip_key(graphs) in keys for graphs in graph_lists]
 
 
-def segment_metrics(videos: torch.Tensor, graph_lists: GraphLists) -> dict:
+def segment_metrics(videos: torch.Tensor, graph_lists: GraphLists, checker: WorldChecker | None = None) -> dict:
     """Compliance per timeline segment (runs of frames with the same relations), pooled over videos: the first
     segment, the later ones, and the worst segment of any video."""
-    from sg2video.eval.compliance import check_video
     from sg2video.graphs import relation_segments
 
+    checker = checker or _shapes_checker()
     first, later, changes = [], [], 0
     for video, graphs in zip(videos, graph_lists):
-        result = check_video(video.numpy(), graphs)
+        result = checker.check_video(video.numpy(), graphs)
         segments = relation_segments(graphs)
         changes += len(segments) - 1
         for i, (start, end) in enumerate(segments):
@@ -275,17 +288,17 @@ def fidelity(cfg: DictConfig, encoder_ckpt: Path, videos: torch.Tensor, items: l
 
 
 def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict], count: int,
-                  drawn_from: GraphLists | None = None, is_shapes: bool | None = None) -> list[dict]:
+                  drawn_from: GraphLists | None = None) -> list[dict]:
     """The first `count` samples as gif/npy + the graph they were drawn from as JSON (with the boxes the layout
     model sampled; default: the items' own graphs) + a picture of it + the ground truth gif."""
     drawn_from = drawn_from if drawn_from is not None else [it["graphs"] for it in items]
-    from sg2video.eval.compliance import check_video
     from sg2video.graph_json import graphs_to_json, write_graph_json
     from sg2video.video_io import write_gif, write_npy
     from sg2video.viz import draw_timeline
 
     out = samples_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    checker = checker_for(vocab)
     written = []
     for i in range(min(count, len(items))):
         stem = out / f"sample_{i:03d}"
@@ -298,8 +311,8 @@ def write_samples(run_dir: Path, vocab, videos: torch.Tensor, items: list[dict],
         draw_timeline(vocab, drawn_from[i], f"{stem}_graph.png")
         sample = {"gif_path": f"{stem}.gif", "gt_gif_path": f"{stem}_gt.gif", "graph_png_path": f"{stem}_graph.png",
                   "caption": f"held-out clip {items[i].get('source', {}).get('index', i)}, graph without boxes"}
-        if is_shapes if is_shapes is not None else is_shapes_world(vocab):  # score each sample for the report
-            result = check_video(frames, items[i]["graphs"])
+        if checker is not None:  # score each sample for the report
+            result = checker.check_video(frames, items[i]["graphs"])
             sample["metrics"] = {"object_accuracy": result.object_accuracy,
                                  "relation_accuracy": result.relation_accuracy}
         written.append(sample)

@@ -4,9 +4,10 @@ People write graphs without boxes, so the headline is measured on the held-out g
 a layout-conditioned model draws its boxes as `layout` says (sampled by the layout model by default; the box
 head for `layout=head`; `layout=given` falls back to the box head too, having nothing else). Measurements, in the
 order the stage runs them (each a function below; all into `metrics.json["eval"]` and TensorBoard):
-- headline compliance (shapes world): object / relation / colour accuracy, extra objects, per predicate, of the
-  box-free samples (top-level keys, and what the sweeper gets); `identity/...`: whether each object keeps its
-  colour and shape from frame to frame (kept, pop rate, shape change rate);
+- headline compliance (a built-in world's exact checker, sg2video.eval.worlds): object / relation / colour
+  accuracy, extra objects, per predicate and (household) `relation_family/<family>` for attention, spatial,
+  depth and contact, of the box-free samples (top-level keys, and what the sweeper gets); `identity/...` (shapes):
+  whether each object keeps its colour and shape from frame to frame (kept, pop rate, shape change rate);
 - `eval_graphs_in_training`: how many of these graphs occur verbatim (object order aside) in train clips
   0..`eval.training_clips`-1; with `data.holdout=compositional`, the same compliance for graphs holding an unseen
   combination (`unseen/...`) and for the others (`seen/...`) apart, and relation accuracy over held-out triples
@@ -29,6 +30,7 @@ Then `report.html`: config, metrics, loss curves, and samples beside their graph
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sg2video.data import build_dataset
+from sg2video.eval.worlds import WorldChecker, checker_for
 from sg2video.generators import VideoGenerator, generator_for_model, load_video_generator
 from sg2video.logs import say
 from sg2video.rundir import read_metrics, stage_checkpoint, update_metrics
@@ -50,8 +53,8 @@ from sg2video.train.distributed import DistInfo
 @dataclass
 class EvalContext:
     """What every measurement may read: the trained video_gen, the held-out items and their graphs (as
-    given, and box-free as people write them), and how the stage samples. `is_shapes` is the one place that
-    decides whether the exact checker applies (the shapes world)."""
+    given, and box-free as people write them), and how the stage samples. `checker` is the world's exact checker
+    (None: no built-in world, so no compliance); `is_shapes` marks the measures only the shapes world has."""
 
     cfg: DictConfig
     video_gen: VideoGenerator
@@ -61,11 +64,18 @@ class EvalContext:
     few: list  # the first eval.control_samples box-free graphs (the control and the box head use them)
     guidance: float
     layout: str
-    is_shapes: bool
+    checker: WorldChecker | None
     encoder_ckpt: Path
     device: torch.device
     videos: torch.Tensor | None = None  # the headline samples, made by the first measurement
     drawn_from: list = field(default_factory=list)
+
+    @property
+    def is_shapes(self) -> bool:
+        return self.checker is not None and self.checker.name == "shapes"
+
+    def compliance(self, videos: torch.Tensor, graph_lists) -> dict:
+        return m.compliance_metrics(videos, graph_lists, self.checker)
 
 
 def headline(ctx: EvalContext) -> dict:
@@ -74,59 +84,62 @@ def headline(ctx: EvalContext) -> dict:
     ctx.videos, ctx.drawn_from = m.generate_for_graphs(ctx.video_gen, ctx.free, ctx.cfg, ctx.guidance, ctx.layout,
                                                        return_graphs=True)
     out = {"seconds_per_video": (time.time() - t0) / max(1, len(ctx.free))}
+    if ctx.checker is not None:
+        out.update(ctx.compliance(ctx.videos, ctx.graph_lists))
     if ctx.is_shapes:
-        out.update(m.compliance_metrics(ctx.videos, ctx.graph_lists))
         out.update({f"identity/{k}": v for k, v in m.identity_of(ctx.videos, ctx.graph_lists).items()})
     return out
 
 
 def combinations(ctx: EvalContext) -> dict:
     """How many eval graphs training shows verbatim and, under the compositional split, seen and unseen apart."""
-    if not ctx.is_shapes:
+    if ctx.checker is None:
         return {}
     found = m.graphs_in_training(ctx.cfg.data, ctx.graph_lists, int(ctx.cfg.eval.training_clips))
     out = {}
     if found is not None:
         out = {"eval_graphs_in_training": int(sum(found)),
                "training_clips_checked": min(int(ctx.cfg.eval.training_clips), int(ctx.cfg.data.train_size))}
-    if str(ctx.cfg.data.get("holdout", "none")) == "compositional":
+    if ctx.is_shapes and str(ctx.cfg.data.get("holdout", "none")) == "compositional":
         out.update(m.holdout_metrics(ctx.videos, ctx.graph_lists, found))
     return out
 
 
 def given_boxes(ctx: EvalContext) -> dict:
     """A layout-reading model handed the data's boxes; and the encoder's box head (the sg2im layout)."""
-    if not (ctx.is_shapes and ctx.video_gen.reads_boxes):
+    if not (ctx.checker is not None and ctx.video_gen.reads_boxes):
         return {}
     given = m.generate_for_graphs(ctx.video_gen, ctx.graph_lists, ctx.cfg, ctx.guidance, "given")
-    out = {f"given_boxes/{k}": v for k, v in m._headline_keys(m.compliance_metrics(given, ctx.graph_lists)).items()}
+    out = {f"given_boxes/{k}": v for k, v in m._headline_keys(ctx.compliance(given, ctx.graph_lists)).items()}
     if ctx.layout == "sampled":
         head = m.generate_for_graphs(ctx.video_gen, ctx.few, ctx.cfg, ctx.guidance, "head")
         out.update({f"box_head/{k}": v for k, v in
-                    m._headline_keys(m.compliance_metrics(head, ctx.graph_lists[: len(ctx.few)])).items()})
+                    m._headline_keys(ctx.compliance(head, ctx.graph_lists[: len(ctx.few)])).items()})
     return out
 
 
 def control(ctx: EvalContext) -> dict:
     """The same model with its condition dropped (guidance 0): what conditioning must beat."""
-    if not ctx.is_shapes:
+    if ctx.checker is None:
         return {}
     videos = m.generate_for_graphs(ctx.video_gen, ctx.few, ctx.cfg, guidance=0.0, layout=ctx.layout)
     return {f"control_uncond/{k}": v for k, v in
-            m._headline_keys(m.compliance_metrics(videos, ctx.graph_lists[: len(ctx.few)])).items()}
+            m._headline_keys(ctx.compliance(videos, ctx.graph_lists[: len(ctx.few)])).items()}
 
 
 def relation_control(ctx: EvalContext) -> dict:
     """The same model and objects with the relations removed before the layout is drawn (a model that reads no
     boxes gets the relation-free graph itself), scored against the original relations; same seeds as the
     headline. The margin compares the model with it on the same graphs."""
-    if not ctx.is_shapes:
+    if ctx.checker is None:
         return {}
     graphs = ctx.graph_lists[: len(ctx.few)]
     videos = m.generate_for_graphs(ctx.video_gen, m.relation_free(ctx.few), ctx.cfg, ctx.guidance, ctx.layout)
-    out = {f"control_norel/{k}": v for k, v in m._headline_keys(m.compliance_metrics(videos, graphs)).items()}
-    model = m.compliance_metrics(ctx.videos[: len(ctx.few)], graphs)["relation_accuracy"]
-    out["control_norel/relation_margin"] = model - out["control_norel/relation_accuracy"]
+    out = {f"control_norel/{k}": v for k, v in m._headline_keys(ctx.compliance(videos, graphs)).items()}
+    model = m._headline_keys(ctx.compliance(ctx.videos[: len(ctx.few)], graphs))
+    out["control_norel/relation_margin"] = model["relation_accuracy"] - out["control_norel/relation_accuracy"]
+    for key in (k for k in model if k.startswith("relation_family/")):  # per family: e.g. depth above chance
+        out[f"control_norel/margin_{key.split('/', 1)[1]}"] = model[key] - out.get(f"control_norel/{key}", math.nan)
     return out
 
 
@@ -141,7 +154,7 @@ def diversity(ctx: EvalContext) -> dict:
 def long_videos(ctx: EvalContext) -> dict:
     """Held-out clips of eval.long_frames frames, box-free, chunk by chunk: per segment, teleports."""
     frames = int(ctx.cfg.eval.get("long_frames", 0) or 0)
-    if not (ctx.is_shapes and frames > ctx.video_gen.clip_frames and ctx.video_gen.makes_long_videos
+    if not (ctx.checker is not None and frames > ctx.video_gen.clip_frames and ctx.video_gen.makes_long_videos
             and int(ctx.cfg.eval.long_samples) > 0):
         return {}
     long_items = m._long_clips(ctx.cfg, frames, int(ctx.cfg.eval.long_samples))
@@ -149,9 +162,10 @@ def long_videos(ctx: EvalContext) -> dict:
     t0 = time.time()
     videos = m.generate_for_graphs(ctx.video_gen, m.box_free(graphs), ctx.cfg, ctx.guidance, ctx.layout)
     out = {"long/seconds_per_video": (time.time() - t0) / len(long_items), "long/frames": frames}
-    out.update({f"long/{k}": v for k, v in m._headline_keys(m.compliance_metrics(videos, graphs)).items()})
-    out.update({f"long/{k}": v for k, v in m.segment_metrics(videos, graphs).items()})
-    out.update({f"long/{k}": v for k, v in m.teleport_metrics(videos, graphs).items()})
+    out.update({f"long/{k}": v for k, v in m._headline_keys(ctx.compliance(videos, graphs)).items()})
+    out.update({f"long/{k}": v for k, v in m.segment_metrics(videos, graphs, ctx.checker).items()})
+    if ctx.is_shapes:
+        out.update({f"long/{k}": v for k, v in m.teleport_metrics(videos, graphs).items()})
     return out
 
 
@@ -197,7 +211,7 @@ def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
     graph_lists = [it["graphs"] for it in items]
     free = m.box_free(graph_lists)
     return EvalContext(cfg, video_gen, items, graph_lists, free, free[: min(num, int(cfg.eval.control_samples))],
-                       float(cfg.eval.guidance), m.eval_layout(cfg), m.is_shapes_world(dataset.vocab),
+                       float(cfg.eval.guidance), m.eval_layout(cfg), checker_for(dataset.vocab),
                        stage_checkpoint(run_dir, "encoder"), device)
 
 
@@ -219,13 +233,13 @@ def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | No
             bar.set_postfix_str(name, refresh=False)
             bar.update(1)
     samples = write_samples(run_dir, ctx.video_gen.vocab, ctx.videos, ctx.items, int(cfg.eval.save_samples),
-                              ctx.drawn_from, ctx.is_shapes)
+                            ctx.drawn_from)
     update_metrics(run_dir, "eval", metrics)
     writer = tb_writer(run_dir)
     write_scalars(writer, "eval", metrics, 0)
     writer.close()
     _report(cfg, run_dir, samples)
-    if ctx.is_shapes:
+    if ctx.checker is not None:
         say(headline_line(cfg, metrics))
     return metrics.get("relation_accuracy")
 
@@ -235,8 +249,12 @@ def headline_line(cfg: DictConfig, metrics: dict) -> str:
     line = (f"[eval] {metrics['num_samples']} held-out graphs without boxes ({how}): object accuracy "
             f"{metrics['object_accuracy']:.3f}, relation accuracy {metrics['relation_accuracy']:.3f}, colour accuracy "
             f"{metrics['colour_accuracy']:.3f} (unconditional control: {metrics['control_uncond/object_accuracy']:.3f} / "
-            f"{metrics['control_uncond/relation_accuracy']:.3f}{_relation_control_text(metrics)}); objects kept "
-            f"through the clip {metrics['identity/kept']:.3f}")
+            f"{metrics['control_uncond/relation_accuracy']:.3f}{_relation_control_text(metrics)})")
+    if "identity/kept" in metrics:
+        line += f"; objects kept through the clip {metrics['identity/kept']:.3f}"
+    families = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("relation_family/")}
+    if families:
+        line += "; relations per family: " + ", ".join(f"{name} {value:.3f}" for name, value in families.items())
     if "unseen/object_accuracy" in metrics:
         line += (f"; unseen combinations ({metrics['unseen/graphs']} graphs) {metrics['unseen/object_accuracy']:.3f} / "
                  f"{metrics['unseen/relation_accuracy']:.3f}, seen ({metrics['seen/graphs']}) "

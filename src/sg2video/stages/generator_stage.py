@@ -105,9 +105,10 @@ def _curve_hook(cfg: DictConfig, run_dir: Path, stage: str, val_data, extra: dic
             for key, value in point.items():
                 if key != "step" and isinstance(value, (int, float)):
                     writer.add_scalar(f"curve/{key}", value, step)
-        say(f"[curve] step {step}: {len(graph_lists)} held-out graphs without boxes: object accuracy "
-            f"{point['object_accuracy']:.3f}, relation accuracy {point['relation_accuracy']:.3f}, objects kept "
-            f"through the clip {point['identity/kept']:.3f}")
+        if "object_accuracy" in point:
+            kept = f", objects kept through the clip {point['identity/kept']:.3f}" if "identity/kept" in point else ""
+            say(f"[curve] step {step}: {len(graph_lists)} held-out graphs without boxes: object accuracy "
+                f"{point['object_accuracy']:.3f}, relation accuracy {point['relation_accuracy']:.3f}{kept}")
         spent["cpu"] += time.process_time() - cpu0
         spent["wall"] += time.perf_counter() - wall0
 
