@@ -33,10 +33,16 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _family_keys(rows: dict[str, dict]) -> list[str]:
+    """The household world's per-family figures (`family/<name>`), in the order they first appear."""
+    return list(dict.fromkeys(k for figures in rows.values() for k in figures if k.startswith("family/")))
+
+
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| graph | " + " | ".join(name for name, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    columns = COLUMNS[:2] + [(key.split("/", 1)[1], key) for key in _family_keys(rows)] + COLUMNS[2:]
+    lines = ["| graph | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, figures in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(figures.get(key, math.nan)) for _, key in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(figures.get(key, math.nan)) for _, key in columns) + " |")
     return "\n".join(lines)
 
 
@@ -55,6 +61,7 @@ def summary(rows: dict[str, dict]) -> dict[str, float]:
         "timelines/worst_segment": min((rows[n]["worst_segment_relation_accuracy"] for n in timelines), default=math.nan),
         "teleport_rate": mean("teleport_rate", list(rows)),
         "position_spread": mean("position_spread", list(rows)),
+        **{key: mean(key, list(rows)) for key in _family_keys(rows)},
     }
 
 

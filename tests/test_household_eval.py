@@ -75,3 +75,30 @@ def test_household_smoke_run_reports_every_family(tmp_path):
     assert families and {k.split("/")[1] for k in families} <= set(FAMILIES)
     assert "relations per family:" in done.stdout + done.stderr
     assert (run_dir / "report.html").read_text().count("relation_family/") >= len(families)
+
+
+def test_sample_folders_are_scored_by_the_world_the_graph_file_names(household_clips, tmp_path):
+    """What score_handwritten.py does after sample.py: .npy files scored against the graph JSON, the household
+    checker chosen because the file names `person`; a clip's own graph file scores 1.0 in every family it has,
+    another clip's does not."""
+    import numpy as np
+
+    from sg2video.eval.samples import graph_file_vocab, score_sample_dir
+    from sg2video.graph_json import graphs_to_json, write_graph_json
+
+    videos, graphs = household_clips
+    vocab = household_vocab()
+    changing = next(i for i, g in enumerate(graphs) if len({tuple(map(tuple, x.triples.tolist())) for x in g}) > 1)
+    for i in range(2):
+        np.save(tmp_path / f"sample_{i:03d}.npy", videos[changing].numpy())
+    own, other = tmp_path / "own.json", tmp_path / "other.json"
+    write_graph_json(own, graphs_to_json(vocab, [g.without_boxes() for g in graphs[changing]]))
+    write_graph_json(other, graphs_to_json(vocab, [g.without_boxes() for g in graphs[changing + 1]]))
+    assert graph_file_vocab(own) == vocab and graph_file_vocab(ROOT / "experiments/graphs/relation_swap.json") \
+        == shapes_vocab()
+    scores = score_sample_dir(tmp_path, own)
+    assert scores["segments"] > 1 and scores["object_accuracy"] == 1.0 and scores["relation_accuracy"] == 1.0
+    families = [k for k in scores if k.startswith("family/")]
+    assert families and all(scores[k] == 1.0 or scores[k] != scores[k] for k in families)
+    assert "teleport_rate" not in scores  # the shapes world's motion limit means nothing here
+    assert score_sample_dir(tmp_path, other)["relation_accuracy"] < 0.9
