@@ -141,3 +141,28 @@ def test_train_autoencoder_checkpoint_loads_alone(tmp_path):
     with torch.no_grad():
         assert torch.equal(again.model.encode(video), z)
     assert build_autoencoder(cfg).config == loaded.config
+
+
+def test_foreground_weight_makes_small_sprites_count():
+    """foreground_mask finds the pixels unlike the frame's background; with foreground_weight an error on a
+    6-pixel sprite costs far more of the loss than the same error spread over the background, and the weight
+    survives a checkpoint's config."""
+    from sg2video.autoencoder.model import AutoencoderOutput, foreground_mask
+
+    video = torch.full((1, 3, 2, 32, 32), -1.0)
+    video[:, :, :, 4:6, 4:7] = 1.0  # a 2 x 3 sprite in both frames
+    mask = foreground_mask(video)
+    assert mask.shape == (1, 1, 2, 32, 32) and int(mask.sum()) == 12 and bool(mask[0, 0, 0, 4, 4])
+    latent = torch.zeros(1, 8, 2, 8, 8)
+    sprite_wrong = video.clone()
+    sprite_wrong[:, :, :, 4:6, 4:7] = 0.0  # the sprite at half brightness
+    background_wrong = video.clone()
+    background_wrong.view(-1)[: 12 * 3] += 1.0  # as many wrong channel values, each off by as much, on black
+    losses = {}
+    for weight in (0.0, 10.0):
+        model = FrameAutoencoder(foreground_weight=weight)
+        on_sprite = model.loss_terms(video, AutoencoderOutput(sprite_wrong, latent, latent))["recon"]
+        on_background = model.loss_terms(video, AutoencoderOutput(background_wrong, latent, latent))["recon"]
+        losses[weight] = float(on_sprite / on_background)
+    assert losses[0.0] == pytest.approx(1.0) and losses[10.0] > 8.0
+    assert FrameAutoencoder.from_config(FrameAutoencoder(foreground_weight=10.0).config).foreground_weight == 10.0

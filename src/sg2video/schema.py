@@ -308,6 +308,7 @@ class AutoencoderSchema:
     kl_weight: float = key(ge=0.0)
     l1_weight: float = key(ge=0.0)
     l2_weight: float = key(ge=0.0)
+    foreground_weight: float = key(ge=0.0)
     train: AutoencoderTrainSchema = field(default_factory=AutoencoderTrainSchema)
 
 

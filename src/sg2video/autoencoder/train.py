@@ -33,6 +33,7 @@ _MODEL_KEYS = {
     "kl_weight": "kl_weight",
     "l1_weight": "l1_weight",
     "l2_weight": "l2_weight",
+    "foreground_weight": "foreground_weight",
 }
 
 
