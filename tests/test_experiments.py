@@ -34,6 +34,10 @@ ABLATIONS = {
     "ablate_cond": ("+arm", ["cond_concat", "cond_crossattn", "cond_crossattn_graph", "cond_hybrid", "cond_adm",
                              "cond_none"],
                     lambda c: "cond_" + c.model.cond + ("" if c.model.grounding or c.model.cond != "crossattn" else "_graph")),
+    "ablate_cond_household": ("+arm", ["cond_concat", "cond_crossattn", "cond_crossattn_graph", "cond_hybrid",
+                                       "cond_adm", "cond_none"],
+                              lambda c: (c.data.name, "cond_" + c.model.cond
+                                         + ("" if c.model.grounding or c.model.cond != "crossattn" else "_graph"))),
     "ablate_gcn": ("encoder", ["gcn", "gcn_sum", "gcn_deep", "onehot"], lambda c: c.encoder.name),
     "ablate_losses": ("encoder.loss", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.1)],
                       lambda c: (c.encoder.loss.contrastive, c.encoder.loss.masked)),
@@ -75,6 +79,8 @@ def test_named_experiment_composes_into_its_grid(name):
         validate(job_cfg)
         seen.add((shown(job_cfg), job_cfg.train.seed))
         assert job_cfg.encoder.loss.box == 0.1  # a loss pair is merged into encoder.loss, not replacing it
+    if name.endswith("_household"):  # the grid runs on the household world: (world, value) pairs
+        values = [("household", v) for v in values]
     assert seen == {(v, s) for v in values for s in SEEDS}  # the grid is exactly values x seeds
 
 

@@ -26,6 +26,12 @@ METRICS = (
     ("relation-control object acc", "eval", "control_norel/object_accuracy"),
     ("relation-control relation acc", "eval", "control_norel/relation_accuracy"),
     ("relation acc above the relation control", "eval", "control_norel/relation_margin"),
+    ("attention acc", "eval", "relation_family/attention"),  # the household world's predicate families
+    ("spatial acc", "eval", "relation_family/spatial"),
+    ("depth acc", "eval", "relation_family/depth"),
+    ("contact acc", "eval", "relation_family/contact"),
+    ("relation-control depth acc", "eval", "control_norel/relation_family/depth"),
+    ("relation-control contact acc", "eval", "control_norel/relation_family/contact"),
     ("unseen object acc", "eval", "unseen/object_accuracy"),
     ("unseen relation acc", "eval", "unseen/relation_accuracy"),
     ("seen object acc", "eval", "seen/object_accuracy"),
