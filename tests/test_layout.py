@@ -421,3 +421,62 @@ def test_an_image_model_holds_one_layout_per_segment():
     assert boxes.shape == (1, 2, 5, 4)
     assert torch.equal(boxes[:, :, 0], boxes[:, :, 2]) and torch.equal(boxes[:, :, 3], boxes[:, :, 4])
     assert not torch.equal(boxes[:, :, 2], boxes[:, :, 3])
+
+
+def test_a_pair_with_several_predicates_is_judged_by_its_set():
+    """Action Genome's person and cup carry looking_at, on_the_side_of and holding at once; the softmax scorer can
+    name one predicate per pair, so a pair looks right when its top predicate is any of the pair's, and scores the
+    mass on all of them, counted once. One predicate per pair (shapes) is the per-triple judgement exactly."""
+    from types import SimpleNamespace
+
+    from sg2video.layout.scorer import layout_scores, pair_sets, set_log_probs
+
+    P = 4
+    triples = torch.tensor([[[[0, 0, 1], [0, 1, 1], [0, 2, 2], [1, 0, 0], [0, 0, 0]]]])  # (1, 1, 5, 3); last: pad
+    mask = torch.tensor([[[True, True, True, True, False]]])
+    members, first = pair_sets(triples, mask, P)
+    assert members[0, 0].tolist() == [[True, True, False, False], [True, True, False, False],
+                                      [False, False, True, False], [True, False, False, False], [False] * 4]
+    assert first[0, 0].tolist() == [True, False, True, True, False]
+    probs = torch.tensor([0.1, 0.6, 0.2, 0.1])  # the scorer's top predicate is 1 for every pair's boxes
+    log_p = probs.log().expand(1, 1, 5, P)
+    assert set_log_probs(log_p, members)[0, 0, 0] == pytest.approx(math.log(0.7))
+
+    class Fixed(RelationScorer):
+        def predicate_log_probs(self, boxes, classes, triples):
+            return log_p.expand(boxes.shape[0], *log_p.shape[1:])
+
+    stats = LayoutStats()
+    boxes = torch.tensor([[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.6, 0.6], [0.7, 0.1, 0.8, 0.2]])[None, :, None]
+    cond = SimpleNamespace(triples=triples, triple_mask=mask, classes=torch.zeros(1, 3, dtype=torch.long),
+                           obj_mask=torch.ones(1, 3, dtype=torch.bool))
+    score, right = layout_scores(Fixed(1, P), stats, boxes, cond, torch.ones(1, dtype=torch.bool))
+    assert not bool(right[0])  # pairs (0, 2) and (1, 0) do not hold predicate 1
+    assert float(score[0]) == pytest.approx(math.log(0.7) + math.log(0.2) + math.log(0.1), abs=1e-5)
+    only_first = SimpleNamespace(**{**vars(cond), "triple_mask": torch.tensor([[[True, True, False, False, False]]])})
+    assert bool(layout_scores(Fixed(1, P), stats, boxes, only_first, torch.ones(1, dtype=torch.bool))[1][0])
+    single = SimpleNamespace(**{**vars(cond), "triple_mask": torch.tensor([[[False, True, True, True, False]]])})
+    members, first = pair_sets(triples, single.triple_mask, P)  # one predicate per pair: each triple on its own
+    assert (members.sum(-1) == single.triple_mask.long()).all() and (first == single.triple_mask).all()
+
+
+def test_class_ranges_move_each_class_into_its_own_sizes_and_centres():
+    """LayoutStats.measure with classes keeps each class's range of sizes and centres; project with classes moves
+    a box into its class's (a rigid 0.1-wide sprite standing on the floor row), without classes into the data's."""
+    N, K, W = 40, 2, 2
+    boxes = torch.zeros(N, K, W, 4)
+    x = torch.linspace(0.1, 0.7, N)[:, None]
+    boxes[:, 0] = torch.stack([x, torch.full_like(x, 0.8), x + 0.1, torch.full_like(x, 0.9)], -1)  # class 1: floor
+    boxes[:, 1] = torch.stack([x, torch.full_like(x, 0.2), x + 0.3, torch.full_like(x, 0.6)], -1)  # class 2: tall
+    classes = torch.tensor([[1, 2]]).expand(N, K)
+    stats = LayoutStats.measure(boxes, torch.ones(N, K, W, dtype=torch.bool), torch.ones(N, K, dtype=torch.bool),
+                                quantile=1.0, classes=classes, num_classes=3)
+    assert stats.class_size_lo[1] == pytest.approx((0.1, 0.1)) and stats.class_size_hi[2] == pytest.approx((0.3, 0.4))
+    assert stats.class_centre_lo[1][1] == pytest.approx(0.85) and stats.class_centre_hi[1][1] == pytest.approx(0.85)
+    assert stats.class_size_lo[0] == stats.size_lo  # a class the data never shows: the whole range
+    drawn = torch.tensor([[0.30, 0.60, 0.55, 0.75]])  # class 1 drawn too wide and floating
+    snapped = stats.project(drawn, torch.tensor([1]))
+    assert snapped[0].tolist() == pytest.approx([0.375, 0.8, 0.475, 0.9], abs=1e-6)
+    loose = stats.project(drawn)
+    assert (loose[0, 2] - loose[0, 0]).item() == pytest.approx(0.25) and loose[0, 1].item() < 0.8
+    assert LayoutStats.from_dict(stats.to_dict()) == stats

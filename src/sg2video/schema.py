@@ -320,6 +320,7 @@ class LayoutTrainSchema(StageTrainSchema):
 
 
 LAYOUT_CHOICES = ("best", "first", "diverse")  # sg2video.layout.sampler: which candidate that looks right is kept
+LAYOUT_RANGES = ("data", "class")  # sg2video.layout.scorer.LayoutStats.project: one range for all objects, or per class
 
 
 @dataclass
@@ -347,6 +348,7 @@ class SampledLayoutSchema(LayoutSchema):
     rounds: int = key(ge=1)
     choice: str = key(choices=LAYOUT_CHOICES)
     repel: float = key(ge=0.0, le=1.0)
+    ranges: str = key(choices=LAYOUT_RANGES)
     repair_steps: int = key(ge=0)
     scorer_guidance: float = key(ge=0.0, le=1.0)
     guidance: float = key(ge=0.0)

@@ -33,7 +33,7 @@ from sg2video.graphs import SceneGraph, Vocab, relation_segments
 from sg2video.layout.boxes import centres, from_model_space, to_model_space
 from sg2video.layout.condition import LayoutBatch, encode_layout_batch
 from sg2video.layout.model import LayoutModule, build_layout_module
-from sg2video.layout.scorer import LayoutStats, layout_scores, pairwise_gap
+from sg2video.layout.scorer import LayoutStats, layout_scores, pair_sets, pairwise_gap, set_log_probs
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def plan_windows(total: int, window: int, prefix: int, lookahead: int) -> list[W
 
 # layout.* keys that only steer sampling: sample.py and score_layouts.py may change them on a trained model
 SAMPLING_KEYS = ("prefix_frames", "lookahead", "eta", "sample_steps", "candidates", "rounds", "choice", "repel",
-                 "repair_steps", "scorer_guidance", "guidance")
+                 "repair_steps", "scorer_guidance", "guidance", "ranges")
 
 
 class LayoutSampler:
@@ -144,9 +144,10 @@ class LayoutSampler:
         x0, _ = self.diffusion.predict_x0_eps(out, x, t_batch)
         with torch.inference_mode(False), torch.enable_grad():  # also under a caller's inference mode
             clean = x0.clone().clamp(-1, 1).requires_grad_(True)
-            log_p = self.module.scorer.triple_log_probs(from_model_space(clean), cond.classes.clone(),
-                                                        cond.triples.clone())
-            (grad,) = torch.autograd.grad((log_p * cond.triple_mask.clone()).sum(), clean)
+            log_p = self.module.scorer.predicate_log_probs(from_model_space(clean), cond.classes.clone(),
+                                                           cond.triples.clone())
+            members, first = pair_sets(cond.triples.clone(), cond.triple_mask.clone(), log_p.shape[-1])
+            (grad,) = torch.autograd.grad((set_log_probs(log_p, members) * first).sum(), clean)
         step = grad / grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8) * push
         if step.shape[2] > 2:  # smooth over frames: a push that jitters from frame to frame would read as motion
             padded = torch.cat([step[:, :, :1], step, step[:, :, -1:]], dim=2)
@@ -245,7 +246,10 @@ class LayoutSampler:
             rows = torch.stack([group[pending], pending], 1).repeat_interleave(candidates, 0)
             x = self.sample_window(sub, sub_given, base[pending].repeat_interleave(candidates, 0), generator, steps,
                                    guidance, rows)
-            x = torch.where(sub_given[..., None], x, to_model_space(self.stats.project(from_model_space(x))))
+            per_class = sub.classes[:, :, None].expand(sub_given.shape) if self.cfg.get("ranges", "data") == "class" \
+                else None  # each class's own ranges of sizes and centres (LayoutStats.project)
+            x = torch.where(sub_given[..., None], x,
+                            to_model_space(self.stats.project(from_model_space(x), per_class)))
             scores, right = layout_scores(self.module.scorer, self.stats, from_model_space(x), sub, judged)
             scores, right, x = scores.view(n, candidates), right.view(n, candidates), x.view(n, candidates, *x.shape[1:])
             for j, video in enumerate(pending.tolist()):
@@ -299,10 +303,12 @@ class LayoutSampler:
         s, p, o = cond.triples.unbind(-1)
         b = torch.arange(x.shape[0], device=x.device)[:, None, None].expand_as(s)
         w = torch.arange(x.shape[2], device=x.device)[None, :, None].expand_as(s)
-        rel_mask = (cond.triple_mask & judged[None, :, None]).float()
+        members, first = pair_sets(cond.triples, cond.triple_mask, self.module.scorer.num_predicates)
+        rel_mask = (first & judged[None, :, None]).float()  # each pair once, judged by the mass on its predicates
         with torch.inference_mode(False), torch.enable_grad():  # also under a caller's inference mode
             # tensors made under inference mode cannot enter autograd: plain copies of everything the loss reads
-            free, size, lo, hi, pair, rel_mask = (t.clone() for t in (free, size, lo, hi, pair, rel_mask))
+            free, size, lo, hi, pair, rel_mask, members = (t.clone() for t in (free, size, lo, hi, pair, rel_mask,
+                                                                                members))
             b, s, p, o, w = (t.clone() for t in (b, s, p, o, w))
             classes = cond.classes.clone()
             origin = centres(start).clone()
@@ -312,8 +318,8 @@ class LayoutSampler:
                 keep_apart = 50.0 * min(1.0, 1.25 * (i + 1) / steps)  # weak at first: objects may pass each other
                 centre = torch.minimum(torch.maximum(origin + shift * free, lo), hi)
                 boxes = torch.cat([centre - size / 2, centre + size / 2], dim=-1)
-                log_p = self.module.scorer(boxes[b, s, w], boxes[b, o, w], classes[b, s],
-                                           classes[b, o]).log_softmax(-1).gather(-1, p[..., None])[..., 0]
+                log_p = set_log_probs(self.module.scorer(boxes[b, s, w], boxes[b, o, w], classes[b, s],
+                                                         classes[b, o]).log_softmax(-1), members)
                 gap = pairwise_gap(boxes.transpose(1, 2))  # (B, W, K, K)
                 crowd = (self.stats.min_gap + 0.01 - gap).clamp(min=0)[pair].sum()
                 step = (centre[:, :, 1:] - centre[:, :, :-1]).norm(dim=-1)

@@ -205,6 +205,7 @@ def eval_split(cfg: DictConfig) -> str:
 def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
     stage = generator_for_model(str(cfg.model.name)).stage  # the stage that trained the run's generator
     video_gen = load_video_generator(required_checkpoint(run_dir, stage), device)
+    apply_layout_settings(video_gen, cfg)
     dataset = build_dataset(cfg.data, eval_split(cfg))
     num = min(int(cfg.eval.num_samples), len(dataset))
     items = dataset.__getitems__(list(range(num)))
@@ -213,6 +214,20 @@ def eval_context(cfg: DictConfig, run_dir: Path, device) -> EvalContext:
     return EvalContext(cfg, video_gen, items, graph_lists, free, free[: min(num, int(cfg.eval.control_samples))],
                        float(cfg.eval.guidance), m.eval_layout(cfg), checker_for(dataset.vocab),
                        stage_checkpoint(run_dir, "encoder"), device)
+
+
+def apply_layout_settings(video_gen: VideoGenerator, cfg: DictConfig) -> dict:
+    """The config's layout sampling settings (`layout.candidates`, `layout.repair_steps`, ...: SAMPLING_KEYS) over
+    the ones the checkpoint's layout model was trained with, so `stage=eval layout.repair_steps=0` measures a
+    setting on a finished run; returns the ones that changed."""
+    from sg2video.layout.sampler import SAMPLING_KEYS
+
+    layout = getattr(video_gen, "layout", None)
+    if layout is None or str(cfg.layout.name) != "sampled":
+        return {}
+    changed = {k: cfg.layout[k] for k in SAMPLING_KEYS if k in cfg.layout and cfg.layout[k] != layout.cfg.get(k)}
+    layout.update(changed)
+    return changed
 
 
 def run_eval_stage(cfg: DictConfig, run_dir: Path, info: DistInfo) -> float | None:

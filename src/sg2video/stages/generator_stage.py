@@ -17,6 +17,7 @@ from sg2video.config import to_dict, uses_layout_model
 from sg2video.generators import VideoGenerator, generator_from_state
 from sg2video.graphs import Vocab
 from sg2video.logs import say
+from sg2video.eval.worlds import checker_for
 from sg2video.rundir import add_curve_point
 from sg2video.stages.common import required_checkpoint
 from sg2video.train.distributed import DistInfo
@@ -57,7 +58,7 @@ def generator_hooks(cfg: DictConfig, run_dir: Path, stage: str, val_data, extra:
     (`train.sample_every`; at the end always) and the box-free compliance curve (`eval.curve_every`). The generator
     is read from `extra` and the current weights by the class registered for `stage`."""
     hooks = [Hook(int(cfg.train.sample_every), _sample_hook(cfg, stage, val_data, extra, info.device))]
-    if int(cfg.eval.curve_every) > 0 and cfg.data.name == "shapes" and info.is_main:
+    if int(cfg.eval.curve_every) > 0 and checker_for(val_data.vocab) is not None and info.is_main:
         hooks.append(Hook(int(cfg.eval.curve_every), _curve_hook(cfg, run_dir, stage, val_data, extra, info.device)))
     return hooks
 

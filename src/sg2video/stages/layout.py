@@ -61,7 +61,8 @@ def measure_stats(dataset, clips: int) -> LayoutStats:
     count = min(int(clips), len(dataset))
     indices = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
     batch = encode_layout_batch(None, [item["graphs"] for item in dataset.__getitems__(indices)], "cpu")
-    return LayoutStats.measure(from_model_space(batch.boxes), batch.has_box, batch.obj_mask)
+    return LayoutStats.measure(from_model_space(batch.boxes), batch.has_box, batch.obj_mask, classes=batch.classes,
+                               num_classes=dataset.vocab.num_objects)
 
 
 def layout_state(checkpoint: dict) -> dict:
