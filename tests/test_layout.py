@@ -480,3 +480,26 @@ def test_class_ranges_move_each_class_into_its_own_sizes_and_centres():
     loose = stats.project(drawn)
     assert (loose[0, 2] - loose[0, 0]).item() == pytest.approx(0.25) and loose[0, 1].item() < 0.8
     assert LayoutStats.from_dict(stats.to_dict()) == stats
+
+
+def test_steady_keeps_each_class_within_its_own_moves():
+    """class_max_move is measured per class; steady holds a class the data never moves where its first frame is,
+    slows a class to its largest move, and keeps given frames as they are."""
+    N, K, W = 30, 2, 3
+    boxes = torch.zeros(N, K, W, 4)
+    boxes[:, 0] = torch.tensor([0.1, 0.8, 0.3, 0.9])  # class 1: never moves
+    step = torch.arange(W, dtype=torch.float32)[None, :, None] * 0.05  # class 2: 0.05 a frame along x
+    boxes[:, 1] = torch.tensor([0.5, 0.2, 0.6, 0.3]) + torch.cat([step, 0 * step, step, 0 * step], -1)
+    classes = torch.tensor([[1, 2]]).expand(N, K)
+    stats = LayoutStats.measure(boxes, torch.ones(N, K, W, dtype=torch.bool), torch.ones(N, K, dtype=torch.bool),
+                                quantile=1.0, classes=classes, num_classes=3)
+    assert stats.class_max_move[1] == 0.0 and stats.class_max_move[2] == pytest.approx(0.05)
+    drawn = boxes[:1].clone()
+    drawn[0, 0, 1:, [0, 2]] += 0.02  # the still class jitters
+    drawn[0, 1, 2, [0, 2]] += 0.3  # the moving one jumps
+    steady = stats.steady(drawn, classes[:1])
+    assert torch.allclose(steady[0, 0], boxes[0, 0], atol=1e-6)
+    assert moves(steady[0, 1]).max().item() == pytest.approx(0.05, abs=1e-6)
+    given = torch.zeros(1, K, W, dtype=torch.bool)
+    given[0, 0, 2] = True
+    assert torch.allclose(stats.steady(drawn, classes[:1], given)[0, 0, 2], drawn[0, 0, 2])

@@ -248,8 +248,10 @@ class LayoutSampler:
                                    guidance, rows)
             per_class = sub.classes[:, :, None].expand(sub_given.shape) if self.cfg.get("ranges", "data") == "class" \
                 else None  # each class's own ranges of sizes and centres (LayoutStats.project)
-            x = torch.where(sub_given[..., None], x,
-                            to_model_space(self.stats.project(from_model_space(x), per_class)))
+            boxes = self.stats.project(from_model_space(x), per_class)
+            if per_class is not None:  # and each class no faster than the data moves it (still furniture stays)
+                boxes = self.stats.steady(boxes, sub.classes, sub_given)
+            x = torch.where(sub_given[..., None], x, to_model_space(boxes))
             scores, right = layout_scores(self.module.scorer, self.stats, from_model_space(x), sub, judged)
             scores, right, x = scores.view(n, candidates), right.view(n, candidates), x.view(n, candidates, *x.shape[1:])
             for j, video in enumerate(pending.tolist()):

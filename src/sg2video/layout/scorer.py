@@ -96,6 +96,7 @@ class LayoutStats:
     class_size_hi: tuple = ()
     class_centre_lo: tuple = ()  # and its own range of centres (furniture stands on the floor: one row)
     class_centre_hi: tuple = ()
+    class_max_move: tuple = ()  # and its own largest per-frame move (furniture never moves: 0)
 
     def to_dict(self) -> dict:
         def plain(v):
@@ -113,6 +114,24 @@ class LayoutStats:
             return float(v)
 
         return cls(**{k: value(k, v) for k, v in data.items()})
+
+    def steady(self, boxes: torch.Tensor, classes: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """Boxes (B, K, W, 4) whose per-frame moves are no longer than their class's largest move in the data
+        (`class_max_move`; a class the data never moves stays where its first frame is): each frame follows the
+        sampled path from where the previous frame ended up, at most that far. `given` (B, K, W) frames are kept.
+        Without per-class moves measured, the boxes unchanged."""
+        if not self.class_max_move:
+            return boxes
+        limit = boxes.new_tensor(self.class_max_move)[classes.clamp(0, len(self.class_max_move) - 1)]  # (B, K)
+        centre, half = centres(boxes), (boxes[..., 2:] - boxes[..., :2]) / 2
+        out = [centre[:, :, 0]]
+        for w in range(1, boxes.shape[2]):
+            step = centre[:, :, w] - out[-1]
+            length = step.norm(dim=-1, keepdim=True)
+            moved = out[-1] + step * (limit[..., None] / length.clamp(min=1e-12)).clamp(max=1.0)
+            out.append(moved if given is None else torch.where(given[:, :, w, None], centre[:, :, w], moved))
+        c = torch.stack(out, dim=2)
+        return torch.cat([c - half, c + half], dim=-1)
 
     def project(self, boxes: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """Boxes (..., 4) x0 y0 x1 y1 with each centre and size moved into the range the data covers (a box the
@@ -169,6 +188,11 @@ class LayoutStats:
                                                   else ranges["centre_lo"] for v in per_class)
                 ranges["class_centre_hi"] = tuple(bounds(v, quantile) if len(v) >= min_class_boxes
                                                   else ranges["centre_hi"] for v in per_class)
+                of_move = classes[:, :, None].expand(both.shape)[both]
+                per_class = [move_values[of_move == k] for k in range(num_classes)]
+                overall = float(move_values.quantile(quantile)) if move_values.numel() else 1.0
+                ranges["class_max_move"] = tuple(float(v.quantile(quantile)) if len(v) >= min_class_boxes else overall
+                                                 for v in per_class)
         return cls(
             max_move=float(move_values.quantile(quantile)) if move_values.numel() else 1.0,
             max_overlap=float(overlap_values.quantile(quantile)) if overlap_values.numel() else 1.0,
