@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from sg2video.data.shapes import ClipParams, ShapesWorld, shapes_vocab
 from sg2video.data.shapes_holdout import HELD_OUT_PAIRS, HELD_OUT_TRIPLES, unseen_kind
 from sg2video.graphs import SceneGraph, clip_key
+from sg2video.eval.worlds import checker_for
 
 VOCAB = shapes_vocab()
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -230,8 +231,8 @@ def painter_context(count: int = 64):
     cfg = OmegaConf.create({"eval": {"batch_size": 16, "sampler": "ddim", "sample_steps": 1, "seed": 0,
                                      "training_clips": 0}, "data": {"name": "shapes", "holdout": "compositional"}})
     free = box_free(graph_lists)
-    return EvalContext(cfg, WorldPainter(world, params), [], graph_lists, free, free, 1.0, "sampled", True,
-                       Path("no-encoder"), torch.device("cpu"))
+    return EvalContext(cfg, WorldPainter(world, params), [], graph_lists, free, free, 1.0, "sampled",
+                       checker_for(shapes_vocab()), Path("no-encoder"), torch.device("cpu"))
 
 
 def test_relation_control_scores_right_objects_in_random_places_near_chance():

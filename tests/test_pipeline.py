@@ -515,3 +515,18 @@ def test_the_default_run_is_sized_in_steps_not_minutes():
                                                            "autoencoder.train.max_minutes", "layout.train.max_minutes")}
     assert all(value in (None, 0) for value in budgets.values()), budgets
     assert cfg.train.max_steps > 0 and cfg.encoder.train.max_steps > 0 and cfg.layout.train.max_steps > 0
+
+
+@pytest.mark.slow
+def test_eval_applies_the_configs_layout_sampling_settings(smoke_run):
+    """`stage=eval layout.candidates=3` measures that setting on a finished run; the run's own config changes
+    nothing (its resolved window included), and a model key is not a sampling setting."""
+    from sg2video.generators import load_video_generator
+    from sg2video.stages.evaluate import apply_layout_settings
+
+    run_dir, _ = smoke_run
+    video_gen = load_video_generator(run_dir / "checkpoints" / "diffusion" / "last.pt", "cpu")
+    assert apply_layout_settings(video_gen, compose_cfg(SMOKE)) == {}
+    assert apply_layout_settings(video_gen, compose_cfg([*SMOKE, "layout.candidates=3", "layout.ranges=class"])) \
+        == {"candidates": 3, "ranges": "class"}
+    assert video_gen.layout.cfg.candidates == 3 and video_gen.layout.cfg.ranges == "class"

@@ -221,11 +221,13 @@ def apply_layout_settings(video_gen: VideoGenerator, cfg: DictConfig) -> dict:
     the ones the checkpoint's layout model was trained with, so `stage=eval layout.repair_steps=0` measures a
     setting on a finished run; returns the ones that changed."""
     from sg2video.layout.sampler import SAMPLING_KEYS
+    from sg2video.stages.layout import layout_settings
 
     layout = getattr(video_gen, "layout", None)
     if layout is None or str(cfg.layout.name) != "sampled":
         return {}
-    changed = {k: cfg.layout[k] for k in SAMPLING_KEYS if k in cfg.layout and cfg.layout[k] != layout.cfg.get(k)}
+    wanted = layout_settings(cfg)  # the window resolved for the dataset, as the layout stage trained it
+    changed = {k: wanted[k] for k in SAMPLING_KEYS if k in wanted and wanted[k] != layout.cfg.get(k)}
     layout.update(changed)
     return changed
 
